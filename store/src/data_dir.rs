@@ -62,10 +62,10 @@ pub(crate) fn open(path: &Path, mode: OpenMode) -> Result<DataDir> {
     }
     let marker_found = check_marker(&path, &marker)?;
     if !marker_found {
+        refuse_foreign_content(&path)?;
         if mode == OpenMode::Existing {
             return Err(Error::Missing { path });
         }
-        refuse_foreign_content(&path)?;
     }
     let lock = take_lock(&path)?;
     if !marker_found {

@@ -103,7 +103,7 @@ pub enum Error {
     #[error("invalid append: {0}")]
     Invalid(String),
     /// A file-system operation failed.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         /// What was being done ("create data directory", "open lock file", ...).
         action: &'static str,

@@ -124,6 +124,7 @@ struct Inner {
     summaries: sled::Tree,
     commit: GroupCommit,
     watermark: Watermark,
+    appends: std::sync::atomic::AtomicU64,
 }
 
 /// Why a transaction gave up.
@@ -187,7 +188,17 @@ impl Store {
         let events = db.open_tree(EVENTS_TREE).map_err(|err| sled_error(&log_path, err))?;
         let summaries = db.open_tree(SUMMARIES_TREE).map_err(|err| sled_error(&log_path, err))?;
         let watermark = Watermark::open(&dir.path)?;
-        Ok(Self { inner: Arc::new(Inner { dir, db, events, summaries, commit: GroupCommit::default(), watermark }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                db,
+                events,
+                summaries,
+                commit: GroupCommit::default(),
+                watermark,
+                appends: Default::default(),
+            }),
+        })
     }
 
     /// sled treats a damaged frame in its log as the torn end of the log and
@@ -299,6 +310,7 @@ impl Store {
         });
         match outcome {
             Ok(()) => {
+                self.inner.appends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.inner.watermark.note_written(id, last_seq);
                 Ok(AppendReceipt { first_seq: expected_seq, last_seq })
             }
@@ -324,6 +336,12 @@ impl Store {
                 None => Ok(()),
             }
         })
+    }
+
+    /// How many appends succeeded since open.
+    #[must_use]
+    pub fn append_count(&self) -> u64 {
+        self.inner.appends.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many fsyncs group commit has issued since open.

@@ -491,11 +491,18 @@ impl WorkflowState {
                 let workflow_id = self.id;
                 let step = self.running_step(&e.step, e.attempt)?;
                 let retry = step.spec.retry.clone();
-                step.forward =
-                    match next_retry(workflow_id, step, &retry, e.attempt, e.attempt.saturating_sub(step.attempts_base), &e.error, at_ms) {
-                        Some(retry_at_ms) => Forward::Retrying { attempt: e.attempt, retry_at_ms },
-                        None => Forward::Failed,
-                    };
+                step.forward = match next_retry(
+                    workflow_id,
+                    step,
+                    &retry,
+                    e.attempt,
+                    e.attempt.saturating_sub(step.attempts_base),
+                    &e.error,
+                    at_ms,
+                ) {
+                    Some(retry_at_ms) => Forward::Retrying { attempt: e.attempt, retry_at_ms },
+                    None => Forward::Failed,
+                };
                 step.failure_handled = false;
                 step.last_error = Some(e.error.clone());
                 settle(step, seq, at_ms);

@@ -24,13 +24,21 @@ pub(crate) fn append(store: &Store, state: &WorkflowState, events: &[RecordedEve
     Ok(())
 }
 
+/// Decodes one stored record into its event.
+pub fn decode_record(record: &canaryflow_store::Record) -> Result<crate::core::event::Event> {
+    codec::decode(record.kind, record.kind_version, &record.payload).map_err(|source| Error::Codec {
+        workflow_id: record.workflow_id,
+        seq: record.seq,
+        source,
+    })
+}
+
 /// Reads and decodes `id`'s history up to `until_seq` (inclusive).
 pub fn load_history(store: &Store, id: WorkflowId, until_seq: Option<u64>) -> Result<Vec<RecordedEvent>> {
     let mut out = Vec::new();
     for record in store.history_range(id, 0, until_seq)? {
         let record = record?;
-        let event = codec::decode(record.kind, record.kind_version, &record.payload)
-            .map_err(|source| Error::Codec { workflow_id: id, seq: record.seq, source })?;
+        let event = decode_record(&record)?;
         out.push(RecordedEvent { seq: record.seq, at_ms: record.at_ms, event });
     }
     Ok(out)

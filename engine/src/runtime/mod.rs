@@ -10,4 +10,4 @@ pub use activity::{
     Registry,
 };
 pub use engine::{Engine, EngineConfig, Failpoints, NewWorkflow, Progress, RunOutcome};
-pub use journal::{load_history, load_state};
+pub use journal::{decode_record, load_history, load_state};

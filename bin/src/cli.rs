@@ -1,0 +1,140 @@
+//! Flags and subcommands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Upgrade Istio across Kubernetes clusters as durable workflows that resume
+/// exactly where they stopped.
+#[derive(Debug, Parser)]
+#[command(name = "canaryflow", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Where the event log lives [default: $XDG_DATA_HOME/canaryflow, or ~/.local/share/canaryflow].
+    #[arg(long, global = true, env = "CANARYFLOW_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// More logging on stderr (-v info, -vv debug); CANARYFLOW_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List workflows, newest last.
+    List(ListArgs),
+    /// Show one workflow: its status and every step's.
+    Status(StatusArgs),
+    /// Show one workflow's events, or its state as of one of them.
+    History(HistoryArgs),
+    /// Check every record of the log; exit 3 and name each damaged record.
+    Verify(VerifyArgs),
+    /// Rebuild the summary index from the log.
+    Reindex,
+    /// Run every unfinished workflow (or one) until it ends or pauses, in the foreground.
+    Resume(ResumeArgs),
+    /// Measure.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `list` flags.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only these statuses (running, paused, succeeded, failed, rolling-back, rolled-back, cancelled).
+    #[arg(long, value_delimiter = ',')]
+    pub status: Vec<String>,
+    /// Only workflows with this label (KEY=VALUE); repeat for more.
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Only workflows created at or after this time (RFC 3339, or an age such as 2h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only workflows created before this time (RFC 3339, or an age such as 2h).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// `status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The workflow id.
+    pub id: String,
+}
+
+/// `history` flags.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The workflow id.
+    pub id: String,
+    /// Show the workflow's state as of this sequence number (and the events up to it).
+    #[arg(long, value_name = "SEQ")]
+    pub at: Option<u64>,
+    /// Only events of this step (or steps starting with this prefix).
+    #[arg(long)]
+    pub step: Option<String>,
+    /// Only events of steps in this group (cluster).
+    #[arg(long, alias = "cluster")]
+    pub group: Option<String>,
+    /// Only events of these kinds (StepFailed, SignalReceived, ...).
+    #[arg(long, value_delimiter = ',')]
+    pub kind: Vec<String>,
+}
+
+/// `verify` flags.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Accept the damage reported earlier and let canaryflow open the log again
+    /// with what is left (the lost records stay lost).
+    #[arg(long)]
+    pub accept_loss: bool,
+}
+
+/// `resume` flags.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Only this workflow (resumed from a pause if it is paused).
+    pub id: Option<String>,
+}
+
+/// `bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Run synthetic workflows of no-op steps through the engine, durably,
+    /// then the same appends straight into sled, and print both.
+    Engine(BenchEngineArgs),
+}
+
+/// `bench engine` flags.
+#[derive(Debug, Args)]
+pub struct BenchEngineArgs {
+    /// How many workflows.
+    #[arg(long, default_value_t = 1000)]
+    pub workflows: u64,
+    /// No-op steps per workflow, in a chain.
+    #[arg(long, default_value_t = 10)]
+    pub steps: u32,
+    /// Workflows driven at once (and writers in the raw reference).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Skip the raw sled reference.
+    #[arg(long)]
+    pub no_reference: bool,
+}

@@ -1,0 +1,68 @@
+//! One module per subcommand; this one dispatches and holds what they share.
+
+mod bench;
+mod history;
+mod list;
+mod resume;
+mod status;
+mod verify;
+mod view;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use canaryflow_engine::{Engine, EngineConfig};
+use canaryflow_store::{OpenMode, Store, WorkflowId};
+
+use crate::activities;
+use crate::cli::{BenchCommand, Cli, Command};
+
+/// Runs one command; `Ok` carries the exit status.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data_dir = data_dir(cli.data_dir.clone())?;
+    let format = cli.output;
+    match cli.command {
+        Command::List(args) => list::run(&data_dir, format, &args).await,
+        Command::Status(args) => status::run(&data_dir, format, &args).await,
+        Command::History(args) => history::run(&data_dir, format, &args).await,
+        Command::Verify(args) => verify::run(&data_dir, format, &args).await,
+        Command::Reindex => verify::reindex(&data_dir, format).await,
+        Command::Resume(args) => resume::run(&data_dir, format, &args).await,
+        Command::Bench(BenchCommand::Engine(args)) => bench::engine(&data_dir, format, &args).await,
+    }
+}
+
+/// `--data-dir`, else `$CANARYFLOW_DATA_DIR` (clap reads it), else the
+/// user's data directory.
+fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir);
+    }
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|value| !value.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let home =
+                std::env::var_os("HOME").context("no --data-dir given, and neither XDG_DATA_HOME nor HOME is set")?;
+            PathBuf::from(home).join(".local").join("share")
+        }
+    };
+    Ok(base.join("canaryflow"))
+}
+
+/// Opens the store (blocking work on a blocking thread).
+async fn open_store(path: &std::path::Path, mode: OpenMode) -> anyhow::Result<Store> {
+    let path = path.to_path_buf();
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, mode)).await??;
+    Ok(store)
+}
+
+/// An engine over the store with every activity this binary knows.
+fn engine(store: Store) -> Engine {
+    let actor = std::env::var("USER").unwrap_or_else(|_| "canaryflow".into());
+    Engine::new(store, activities::registry(), EngineConfig { actor, ..EngineConfig::default() })
+}
+
+fn parse_id(text: &str) -> anyhow::Result<WorkflowId> {
+    WorkflowId::parse(text).map_err(anyhow::Error::msg)
+}

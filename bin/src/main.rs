@@ -1,0 +1,5 @@
+//! The `canaryflow` command.
+
+fn main() -> std::process::ExitCode {
+    canaryflow::main()
+}

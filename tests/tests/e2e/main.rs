@@ -1,0 +1,8 @@
+//! canaryflow's end-to-end tests: one binary, one module per area.
+
+// Crash the engine at every event boundary and resume it.
+mod crash;
+// The command line: bench, resume, list, verify, bad input, exit codes.
+mod cli;
+// Shared helpers for spawning the binaries.
+mod support;
