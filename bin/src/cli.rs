@@ -47,9 +47,65 @@ pub enum Command {
     Reindex,
     /// Run every unfinished workflow (or one) until it ends or pauses, in the foreground.
     Resume(ResumeArgs),
+    /// Run a simulated fleet of clusters with Istio installed, until interrupted;
+    /// or print a revision's manifests.
+    Sim(SimArgs),
     /// Measure.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `sim` flags.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SimArgs {
+    /// Print rendered manifests instead of running a fleet.
+    #[command(subcommand)]
+    pub action: Option<SimAction>,
+    /// How many clusters.
+    #[arg(long, default_value_t = 3)]
+    pub clusters: usize,
+    /// Their names (comma-separated), instead of cluster-0, cluster-1, ...
+    #[arg(long, value_delimiter = ',')]
+    pub names: Vec<String>,
+    /// Application namespaces per cluster.
+    #[arg(long, default_value_t = 3)]
+    pub namespaces: usize,
+    /// Deployments per namespace.
+    #[arg(long, default_value_t = 2)]
+    pub deployments: usize,
+    /// Replicas per deployment.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+    /// The installed control plane's revision; `default` is a non-revisioned install.
+    #[arg(long, default_value = "default")]
+    pub istio_revision: String,
+    /// Its Istio version.
+    #[arg(long, default_value = "1.6.5")]
+    pub istio_version: String,
+    /// Where to write the kubeconfig [default: <data-dir>/sim-kubeconfig].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig_out: Option<PathBuf>,
+    /// How long a rollout takes before its new pods start (500ms, 2s).
+    #[arg(long, default_value = "500ms")]
+    pub rollout_delay: String,
+    /// Added to every API request (0ms, 20ms).
+    #[arg(long, default_value = "0ms")]
+    pub api_latency: String,
+}
+
+/// `sim` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SimAction {
+    /// Print the rendered objects of a revision, like `istioctl manifest generate --set revision=R`.
+    Manifests {
+        /// The revision's name (a DNS-1123 label, like 1-6-8).
+        #[arg(long)]
+        revision: String,
+        /// Its Istio version (like 1.6.8).
+        #[arg(long)]
+        version: String,
+    },
 }
 
 /// `list` flags.

@@ -4,6 +4,7 @@ mod bench;
 mod history;
 mod list;
 mod resume;
+mod sim;
 mod status;
 mod verify;
 mod view;
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(&data_dir, format, &args).await,
         Command::Reindex => verify::reindex(&data_dir, format).await,
         Command::Resume(args) => resume::run(&data_dir, format, &args).await,
+        Command::Sim(args) => sim::run(&data_dir, &args).await,
         Command::Bench(BenchCommand::Engine(args)) => bench::engine(&data_dir, format, &args).await,
     }
 }

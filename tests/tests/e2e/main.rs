@@ -4,5 +4,7 @@
 mod crash;
 // The command line: bench, resume, list, verify, bad input, exit codes.
 mod cli;
+// The simulator through kube-rs, over HTTP.
+mod sim_kube;
 // Shared helpers for spawning the binaries.
 mod support;

@@ -1,0 +1,505 @@
+//! The HTTP face of a cluster: the Kubernetes REST API, discovery, watch
+//! streams, the faults, and an admin endpoint under `/sim/`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::cluster::{Cluster, EventType, PatchType, WatchEvent, WriteOptions};
+use crate::faults::FaultConfig;
+use crate::object;
+use crate::resources::{self, RESOURCES, ResourceType};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::table;
+
+/// Watch events queued per stream before the stream is cut off.
+const WATCH_STREAM_COUNT_MAX: usize = 1_024;
+/// How often a watch sends a bookmark when asked to.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest watch when the client does not say.
+const WATCH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1_800);
+
+/// The router of one cluster.
+pub fn router(cluster: Arc<Cluster>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(cluster)
+}
+
+type Params = HashMap<String, String>;
+
+async fn handle(
+    State(cluster): State<Arc<Cluster>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let params: Params = Query::<Params>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    if let Some(rest) = path.strip_prefix("/sim/") {
+        return admin(&cluster, &method, rest, &body);
+    }
+    let faults = cluster.faults.get();
+    if faults.down || (faults.drop_rate > 0.0 && cluster.faults.roll() < faults.drop_rate) {
+        return dropped();
+    }
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    if faults.error_500_rate > 0.0 && cluster.faults.roll() < faults.error_500_rate {
+        return error(&ApiError::internal("simulated server error"));
+    }
+    if faults.error_429_rate > 0.0 && cluster.faults.roll() < faults.error_429_rate {
+        let mut response = error(&ApiError::too_many_requests());
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    }
+    let write = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    if write && faults.error_409_rate > 0.0 && cluster.faults.roll() < faults.error_409_rate {
+        let resource = resources::find("", "v1", "pods").expect("pods are served");
+        return error(&ApiError::conflict(resource, "simulated"));
+    }
+    let request = Request { cluster: &cluster, method: &method, params: &params, headers: &headers, body: &body };
+    match request.dispatch(&path) {
+        Ok(response) => response,
+        Err(err) => error(&err),
+    }
+}
+
+/// An answer whose body fails at once: hyper closes the connection, and
+/// the client sees it dropped.
+fn dropped() -> Response {
+    let failing =
+        tokio_stream::once(Err::<Bytes, std::io::Error>(std::io::Error::other("simulated dropped connection")));
+    Response::new(Body::from_stream(failing))
+}
+
+fn error(err: &ApiError) -> Response {
+    let code = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, [(header::CONTENT_TYPE, "application/json")], err.body().to_string()).into_response()
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+}
+
+fn admin(cluster: &Cluster, method: &Method, rest: &str, body: &[u8]) -> Response {
+    match (method, rest) {
+        (&Method::GET, "faults") => json_response(StatusCode::OK, &json!(cluster.faults.get())),
+        (&Method::PUT, "faults") => match serde_json::from_slice::<FaultConfig>(body) {
+            Ok(config) => {
+                cluster.faults.set(config);
+                cluster.lock().mark_all_workloads();
+                cluster.wake.notify_one();
+                json_response(StatusCode::OK, &json!(cluster.faults.get()))
+            }
+            Err(err) => error(&ApiError::bad_request(format!("faults: {err}"))),
+        },
+        (&Method::GET, "info") => {
+            let state = cluster.lock();
+            json_response(StatusCode::OK, &json!({"name": cluster.name, "resourceVersion": state.resource_version()}))
+        }
+        _ => error(&ApiError::no_such_resource()),
+    }
+}
+
+struct Request<'a> {
+    cluster: &'a Cluster,
+    method: &'a Method,
+    params: &'a Params,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
+/// What a resource path names.
+enum Target<'a> {
+    Collection { namespace: Option<&'a str> },
+    Object { namespace: &'a str, name: &'a str, subresource: Option<&'a str> },
+}
+
+impl Request<'_> {
+    fn dispatch(&self, path: &str) -> Result<Response, ApiError> {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match segments.as_slice() {
+            ["version"] => Ok(json_response(StatusCode::OK, &version())),
+            ["healthz" | "livez" | "readyz"] => Ok((StatusCode::OK, "ok").into_response()),
+            ["openapi", "v2"] => {
+                // An empty protobuf document: kubectl apply then skips client-side validation.
+                Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], Vec::new()).into_response())
+            }
+            ["api"] => Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+            )),
+            ["apis"] => Ok(json_response(StatusCode::OK, &group_list())),
+            ["api", "v1"] => Ok(json_response(StatusCode::OK, &resource_list("", "v1"))),
+            ["apis", group, version]
+                if resources::groups().iter().any(|(g, vs)| g == group && vs.contains(version)) =>
+            {
+                Ok(json_response(StatusCode::OK, &resource_list(group, version)))
+            }
+            ["api", "v1", rest @ ..] => self.resource("", "v1", rest),
+            ["apis", group, version, rest @ ..] => self.resource(group, version, rest),
+            _ => Err(ApiError::no_such_resource()),
+        }
+    }
+
+    fn resource(&self, group: &str, version: &str, rest: &[&str]) -> Result<Response, ApiError> {
+        let (resource, target) = match rest {
+            ["namespaces", namespace, plural, tail @ ..]
+                if resources::find(group, version, plural).is_some_and(|r| r.namespaced) =>
+            {
+                let resource = resources::find(group, version, plural).expect("checked");
+                match tail {
+                    [] => (resource, Target::Collection { namespace: Some(namespace) }),
+                    [name] => (resource, Target::Object { namespace, name, subresource: None }),
+                    [name, sub] => (resource, Target::Object { namespace, name, subresource: Some(sub) }),
+                    _ => return Err(ApiError::no_such_resource()),
+                }
+            }
+            [plural, tail @ ..] => {
+                let resource = resources::find(group, version, plural).ok_or_else(ApiError::no_such_resource)?;
+                match tail {
+                    [] => (resource, Target::Collection { namespace: None }),
+                    [name] if !resource.namespaced => {
+                        (resource, Target::Object { namespace: "", name, subresource: None })
+                    }
+                    [name, sub] if !resource.namespaced => {
+                        (resource, Target::Object { namespace: "", name, subresource: Some(sub) })
+                    }
+                    _ => return Err(ApiError::no_such_resource()),
+                }
+            }
+            [] => return Err(ApiError::no_such_resource()),
+        };
+        if resource.create_only {
+            return match (self.method, &target) {
+                (&Method::POST, Target::Collection { .. }) => {
+                    Ok(json_response(StatusCode::CREATED, &self.cluster.access_review(&self.json_body()?)))
+                }
+                _ => Err(ApiError::method_not_allowed()),
+            };
+        }
+        match target {
+            Target::Collection { namespace } => self.collection(resource, namespace),
+            Target::Object { namespace, name, subresource } => self.object(resource, namespace, name, subresource),
+        }
+    }
+
+    fn collection(&self, resource: &ResourceType, namespace: Option<&str>) -> Result<Response, ApiError> {
+        let labels =
+            LabelSelector::parse(self.param("labelSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
+        let fields =
+            FieldSelector::parse(self.param("fieldSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
+        match *self.method {
+            Method::GET if matches!(self.param("watch"), Some("true" | "1")) => {
+                self.watch(resource, namespace, labels, fields)
+            }
+            Method::GET => {
+                let limit = self
+                    .param("limit")
+                    .map(|l| {
+                        l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("limit {l:?} is not a number")))
+                    })
+                    .transpose()?;
+                let page = self.cluster.list(resource, namespace, &labels, &fields, limit, self.param("continue"));
+                if self.wants_table() {
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &table::table(
+                            resource.plural,
+                            &page.items,
+                            page.resource_version,
+                            self.cluster.now_seconds(),
+                            true,
+                        ),
+                    ));
+                }
+                let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
+                if let Some(token) = page.continue_token {
+                    metadata["continue"] = json!(token);
+                    metadata["remainingItemCount"] = json!(page.remaining);
+                }
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(), "metadata": metadata, "items": page.items}),
+                ))
+            }
+            Method::POST => {
+                let namespace =
+                    namespace.or((!resource.namespaced).then_some("")).ok_or_else(ApiError::method_not_allowed)?;
+                let created = self.cluster.create(resource, namespace, self.json_body()?, &self.options(false)?)?;
+                Ok(json_response(StatusCode::CREATED, &created))
+            }
+            Method::DELETE => {
+                let deleted = self.cluster.delete_collection(resource, namespace, &labels, &fields, self.dry_run());
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(), "metadata": {}, "items": deleted}),
+                ))
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    }
+
+    fn object(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+        subresource: Option<&str>,
+    ) -> Result<Response, ApiError> {
+        match subresource {
+            None => {}
+            Some("status") if *self.method == Method::GET => {
+                return Ok(json_response(StatusCode::OK, &self.cluster.get(resource, namespace, name)?));
+            }
+            Some(_) => return Err(ApiError::method_not_allowed()),
+        }
+        match *self.method {
+            Method::GET => Ok(json_response(StatusCode::OK, &self.cluster.get(resource, namespace, name)?)),
+            Method::PUT => Ok(json_response(
+                StatusCode::OK,
+                &self.cluster.replace(resource, namespace, name, self.json_body()?, &self.options(false)?)?,
+            )),
+            Method::PATCH => {
+                let kind = self.patch_type()?;
+                let body = if kind == PatchType::Apply { self.yaml_body()? } else { self.json_body()? };
+                let (object, created) = self.cluster.patch(
+                    resource,
+                    namespace,
+                    name,
+                    kind,
+                    &body,
+                    &self.options(kind == PatchType::Apply)?,
+                )?;
+                Ok(json_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &object))
+            }
+            Method::DELETE => {
+                Ok(json_response(StatusCode::OK, &self.cluster.delete(resource, namespace, name, self.dry_run())?))
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    }
+
+    fn watch(
+        &self,
+        resource: &ResourceType,
+        namespace: Option<&str>,
+        labels: LabelSelector,
+        fields: FieldSelector,
+    ) -> Result<Response, ApiError> {
+        let from = self
+            .param("resourceVersion")
+            .map(|rv| {
+                rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("resourceVersion {rv:?} is not valid")))
+            })
+            .transpose()?;
+        let timeout = self
+            .param("timeoutSeconds")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or(WATCH_TIMEOUT_DEFAULT, Duration::from_secs);
+        let bookmarks = self.param("allowWatchBookmarks") == Some("true");
+        let (initial, mut live) = match self.cluster.watch(resource, namespace, from) {
+            Ok(started) => started,
+            Err(gone) if gone.code == 410 => {
+                // A real server answers 200 and one ERROR event.
+                let line = format!("{}\n", json!({"type": "ERROR", "object": gone.body()}));
+                return Ok(json_response(StatusCode::OK, &Value::Null).map(|_| Body::from(line)));
+            }
+            Err(err) => return Err(err),
+        };
+        let filter =
+            WatchFilter { storage: resource.storage_key(), namespace: namespace.map(str::to_string), labels, fields };
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(WATCH_STREAM_COUNT_MAX);
+        let (table, plural, api_version, kind) =
+            (self.wants_table(), resource.plural, resource.api_version(), resource.kind);
+        let faults = self.cluster.faults.clone();
+        let now = self.cluster.now_seconds();
+        tokio::spawn(async move {
+            let mut headers = true;
+            let mut last_rv = from.unwrap_or(0);
+            let encode = |event_type: &str, object: &Value, headers: bool| -> Bytes {
+                let mut object = object.clone();
+                object["apiVersion"] = json!(api_version);
+                object["kind"] = json!(kind);
+                let object = if table { table::table(plural, &[object], 0, now, headers) } else { object };
+                Bytes::from(format!("{}\n", json!({"type": event_type, "object": object})))
+            };
+            for event in initial {
+                if let Some((event_type, object)) = filter.view(&event) {
+                    last_rv = last_rv.max(event.resource_version);
+                    if sender.send(Ok(encode(event_type, object, headers))).await.is_err() {
+                        return;
+                    }
+                    headers = false;
+                }
+            }
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut ticks = tokio::time::interval(Duration::from_millis(500));
+            let mut since_bookmark = Duration::ZERO;
+            loop {
+                tokio::select! {
+                    () = &mut deadline => return,
+                    _ = ticks.tick() => {
+                        if faults.get().down {
+                            let _ = sender.send(Err(std::io::Error::other("simulated cluster down"))).await;
+                            return;
+                        }
+                        since_bookmark += Duration::from_millis(500);
+                        if bookmarks && since_bookmark >= BOOKMARK_INTERVAL {
+                            since_bookmark = Duration::ZERO;
+                            let bookmark = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": last_rv.to_string()}}});
+                            if sender.send(Ok(Bytes::from(format!("{bookmark}\n")))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    received = live.recv() => match received {
+                        Ok(event) => {
+                            last_rv = last_rv.max(event.resource_version);
+                            if let Some((event_type, object)) = filter.view(&event)
+                                && sender.send(Ok(encode(event_type, object, headers))).await.is_err()
+                            {
+                                return;
+                            }
+                            headers = false;
+                        }
+                        // Too slow to keep up, or the cluster is gone: end the stream; the client relists.
+                        Err(RecvError::Lagged(_) | RecvError::Closed) => return,
+                    },
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+        Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response())
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    fn dry_run(&self) -> bool {
+        self.param("dryRun") == Some("All")
+    }
+
+    fn wants_table(&self) -> bool {
+        self.headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| accept.contains("as=Table"))
+    }
+
+    fn options(&self, apply: bool) -> Result<WriteOptions, ApiError> {
+        let manager = match self.param("fieldManager") {
+            Some(manager) => manager.to_string(),
+            None if apply => return Err(ApiError::bad_request("PATCH: fieldManager is required for apply requests")),
+            None => {
+                let agent =
+                    self.headers.get(header::USER_AGENT).and_then(|agent| agent.to_str().ok()).unwrap_or("unknown");
+                agent.split('/').next().unwrap_or("unknown").to_string()
+            }
+        };
+        Ok(WriteOptions { manager, dry_run: self.dry_run(), force: self.param("force") == Some("true") })
+    }
+
+    fn patch_type(&self) -> Result<PatchType, ApiError> {
+        let content_type =
+            self.headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        match media {
+            "application/merge-patch+json" => Ok(PatchType::Merge),
+            "application/json-patch+json" => Ok(PatchType::Json),
+            "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
+            "application/apply-patch+yaml" => Ok(PatchType::Apply),
+            other => Err(ApiError::unsupported_media_type(other)),
+        }
+    }
+
+    fn json_body(&self) -> Result<Value, ApiError> {
+        serde_json::from_slice(self.body).map_err(|err| {
+            ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {err}"))
+        })
+    }
+
+    /// An apply body: YAML, or JSON (which kubectl and kube-rs send).
+    fn yaml_body(&self) -> Result<Value, ApiError> {
+        if let Ok(value) = serde_json::from_slice(self.body) {
+            return Ok(value);
+        }
+        let text = std::str::from_utf8(self.body).map_err(|_| ApiError::bad_request("the apply patch is not UTF-8"))?;
+        serde_saphyr::from_str(text)
+            .map_err(|err| ApiError::bad_request(format!("the apply patch is neither JSON nor YAML: {err}")))
+    }
+}
+
+/// Which events a watch passes on, and as what.
+struct WatchFilter {
+    storage: (&'static str, &'static str),
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl WatchFilter {
+    /// The event as this watch sees it: an object that starts matching its
+    /// selectors is ADDED, one that stops matching is DELETED.
+    fn view<'a>(&self, event: &'a WatchEvent) -> Option<(&'static str, &'a Value)> {
+        if event.resource != self.storage
+            || self.namespace.as_deref().is_some_and(|ns| object::namespace(&event.object) != ns)
+        {
+            return None;
+        }
+        let matches = |object: &Value| self.labels.matches(object::labels(object)) && self.fields.matches(object);
+        let now = matches(&event.object);
+        let before = event.old.as_ref().is_some_and(matches);
+        match (event.kind, before, now) {
+            (EventType::Modified, true, true) => Some(("MODIFIED", &event.object)),
+            (EventType::Modified, false, true) | (EventType::Added, _, true) => Some(("ADDED", &event.object)),
+            (EventType::Modified, true, false) | (EventType::Deleted, _, true) => Some(("DELETED", &event.object)),
+            _ => None,
+        }
+    }
+}
+
+fn version() -> Value {
+    json!({
+        "major": "1", "minor": "32", "gitVersion": "v1.32.4", "gitCommit": "59526cd4867447956156ae3a602fcbac5c8ab9b2",
+        "gitTreeState": "clean", "buildDate": "2025-04-22T16:02:27Z", "goVersion": "go1.23.6", "compiler": "gc", "platform": "linux/amd64"
+    })
+}
+
+fn group_list() -> Value {
+    let groups: Vec<Value> = resources::groups()
+        .into_iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> =
+                versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+            json!({"name": group, "versions": versions.clone(), "preferredVersion": versions[0]})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resource_list(group: &str, version: &str) -> Value {
+    let mut entries = Vec::new();
+    for resource in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        entries.push(json!({
+            "name": resource.plural, "singularName": resource.singular, "namespaced": resource.namespaced,
+            "kind": resource.kind, "verbs": resource.verbs(), "shortNames": resource.short_names,
+        }));
+        if !resource.create_only {
+            entries.push(json!({"name": format!("{}/status", resource.plural), "singularName": "", "namespaced": resource.namespaced, "kind": resource.kind, "verbs": ["get"]}));
+        }
+    }
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries})
+}

@@ -1,0 +1,472 @@
+//! Server-side apply and field ownership (`metadata.managedFields`).
+//!
+//! Every write records which manager owns which fields. An apply by manager
+//! M merges M's configuration into the object, removes the fields M applied
+//! before and no longer applies (unless another manager owns them too), and
+//! is refused with a conflict when it would change a field another manager
+//! owns, unless forced. Field sets are kept in the `FieldsV1` form a real
+//! API server writes, so kubectl's own edits of `managedFields` work.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+use crate::patch::{is_primitive_set, merge_key, strategic};
+
+/// One step of a field path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    /// A map key.
+    Field(String),
+    /// A list item, by its merge key, as compact JSON (`{"name":"istio-proxy"}`).
+    Key(String),
+    /// A list item by position.
+    Index(usize),
+    /// A member of a set of primitives, as JSON.
+    Member(String),
+}
+
+type Path = Vec<Step>;
+type FieldSet = BTreeSet<Path>;
+
+/// Top-level and metadata fields that no manager owns.
+const UNOWNED_METADATA: [&str; 9] = [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+    "deletionTimestamp",
+];
+
+/// One `managedFields` entry.
+#[derive(Debug, Clone)]
+struct Entry {
+    manager: String,
+    operation: String,
+    api_version: String,
+    time: String,
+    fields: FieldSet,
+}
+
+/// Why an apply was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyError {
+    /// Fields owned by other managers would change: (manager, field).
+    Conflicts(Vec<(String, String)>),
+    /// The configuration cannot be merged.
+    Invalid(String),
+}
+
+/// Applies `config` for `manager` to `live` (None: the object is new).
+pub fn apply(
+    live: Option<&Value>,
+    config: &Value,
+    manager: &str,
+    force: bool,
+    time: &str,
+) -> Result<Value, ApplyError> {
+    let mut object = live.cloned().unwrap_or_else(|| json!({}));
+    let mut entries = read_entries(&object);
+    let applied = owned_paths(config);
+    let api_version = config.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let is_mine = |entry: &Entry| entry.manager == manager && entry.operation == "Apply";
+
+    let mut conflicts = Vec::new();
+    let mut conflicting = FieldSet::new();
+    for entry in entries.iter().filter(|entry| !is_mine(entry)) {
+        for path in entry.fields.intersection(&applied) {
+            if get(&object, path) != get(config, path) {
+                conflicts.push((entry.manager.clone(), dotted(path)));
+                conflicting.insert(path.clone());
+            }
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        return Err(ApplyError::Conflicts(conflicts));
+    }
+    for entry in entries.iter_mut().filter(|entry| !is_mine(entry)) {
+        entry.fields.retain(|path| !conflicting.contains(path));
+    }
+    let previous: FieldSet =
+        entries.iter().filter(|entry| is_mine(entry)).flat_map(|entry| entry.fields.clone()).collect();
+    let others: FieldSet =
+        entries.iter().filter(|entry| !is_mine(entry)).flat_map(|entry| entry.fields.clone()).collect();
+    for path in previous.iter().filter(|path| !applied.contains(*path) && !others.contains(*path)) {
+        remove(&mut object, path);
+    }
+    let mut merged = strategic(&object, &strip_identity(config)).map_err(ApplyError::Invalid)?;
+    entries.retain(|entry| !is_mine(entry));
+    entries.push(Entry {
+        manager: manager.into(),
+        operation: "Apply".into(),
+        api_version,
+        time: time.into(),
+        fields: applied,
+    });
+    write_entries(&mut merged, &entries);
+    Ok(merged)
+}
+
+/// Records an ordinary write (create, update, patch) by `manager`: it owns
+/// every field it changed, and other managers lose those.
+pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, time: &str) {
+    let mut entries = old.map(read_entries).unwrap_or_default();
+    let changed: FieldSet =
+        owned_paths(new).into_iter().filter(|path| old.is_none_or(|old| get(old, path) != get(new, path))).collect();
+    let gone: FieldSet =
+        old.map(owned_paths).unwrap_or_default().into_iter().filter(|path| get(new, path).is_none()).collect();
+    if changed.is_empty() && gone.is_empty() {
+        write_entries(new, &entries);
+        return;
+    }
+    for entry in &mut entries {
+        entry.fields.retain(|path| !changed.contains(path) && !gone.contains(path));
+    }
+    let api_version = new.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    match entries.iter_mut().find(|entry| entry.manager == manager && entry.operation == "Update") {
+        Some(entry) => {
+            entry.fields.extend(changed);
+            entry.time = time.into();
+        }
+        None if !changed.is_empty() => {
+            entries.push(Entry {
+                manager: manager.into(),
+                operation: "Update".into(),
+                api_version,
+                time: time.into(),
+                fields: changed,
+            });
+        }
+        None => {}
+    }
+    write_entries(new, &entries);
+}
+
+/// The config without the fields that identify the object (and none that a manager owns).
+fn strip_identity(config: &Value) -> Value {
+    let mut config = config.clone();
+    if let Some(map) = config.as_object_mut() {
+        map.remove("status");
+    }
+    config
+}
+
+/// Every field `object` sets that a manager can own.
+fn owned_paths(object: &Value) -> FieldSet {
+    let mut out = FieldSet::new();
+    let Some(map) = object.as_object() else { return out };
+    for (key, value) in map {
+        match key.as_str() {
+            "apiVersion" | "kind" | "status" => {}
+            "metadata" => {
+                for (field, value) in value.as_object().into_iter().flatten() {
+                    if !UNOWNED_METADATA.contains(&field.as_str()) {
+                        collect(
+                            value,
+                            field,
+                            vec![Step::Field("metadata".into()), Step::Field(field.clone())],
+                            &mut out,
+                        );
+                    }
+                }
+            }
+            _ => collect(value, key, vec![Step::Field(key.clone())], &mut out),
+        }
+    }
+    out
+}
+
+fn collect(value: &Value, field: &str, path: Path, out: &mut FieldSet) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, child) in map {
+                let mut next = path.clone();
+                next.push(Step::Field(key.clone()));
+                collect(child, key, next, out);
+            }
+        }
+        Value::Array(items) if is_primitive_set(field) => {
+            for item in items {
+                let mut next = path.clone();
+                next.push(Step::Member(item.to_string()));
+                out.insert(next);
+            }
+        }
+        Value::Array(items) => {
+            match merge_key(field, items).filter(|key| items.iter().all(|item| item.get(*key).is_some())) {
+                Some(key) if !items.is_empty() => {
+                    for item in items {
+                        let mut next = path.clone();
+                        next.push(Step::Key(json!({ key: item[key] }).to_string()));
+                        out.insert(next.clone());
+                        if let Some(map) = item.as_object() {
+                            for (child_key, child) in map {
+                                let mut child_path = next.clone();
+                                child_path.push(Step::Field(child_key.clone()));
+                                collect(child, child_key, child_path, out);
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    out.insert(path);
+                }
+            }
+        }
+        _ => {
+            out.insert(path);
+        }
+    }
+}
+
+fn find_item<'a>(items: &'a [Value], key: &str) -> Option<(usize, &'a Value)> {
+    let wanted: Map<String, Value> = serde_json::from_str(key).ok()?;
+    items.iter().enumerate().find(|(_, item)| wanted.iter().all(|(k, v)| item.get(k) == Some(v)))
+}
+
+fn get<'a>(value: &'a Value, path: &Path) -> Option<&'a Value> {
+    let mut current = value;
+    for step in path {
+        current = match step {
+            Step::Field(name) => current.get(name)?,
+            Step::Key(key) => find_item(current.as_array()?, key)?.1,
+            Step::Index(at) => current.get(*at)?,
+            Step::Member(member) => current.as_array()?.iter().find(|item| item.to_string() == *member)?,
+        };
+    }
+    Some(current)
+}
+
+fn remove(value: &mut Value, path: &Path) {
+    let Some((last, parent_path)) = path.split_last() else { return };
+    let mut parent = value;
+    for step in parent_path {
+        let next = match step {
+            Step::Field(name) => parent.get_mut(name),
+            Step::Key(key) => {
+                let at = parent.as_array().and_then(|items| find_item(items, key)).map(|(at, _)| at);
+                at.and_then(|at| parent.get_mut(at))
+            }
+            Step::Index(at) => parent.get_mut(*at),
+            Step::Member(_) => None,
+        };
+        let Some(next) = next else { return };
+        parent = next;
+    }
+    match last {
+        Step::Field(name) => {
+            if let Some(map) = parent.as_object_mut() {
+                map.remove(name);
+            }
+        }
+        Step::Key(key) => {
+            if let Some(at) = parent.as_array().and_then(|items| find_item(items, key)).map(|(at, _)| at) {
+                parent.as_array_mut().expect("checked array").remove(at);
+            }
+        }
+        Step::Index(at) => {
+            if let Some(items) = parent.as_array_mut()
+                && *at < items.len()
+            {
+                items.remove(*at);
+            }
+        }
+        Step::Member(member) => {
+            if let Some(items) = parent.as_array_mut() {
+                items.retain(|item| item.to_string().as_str() != member.as_str());
+            }
+        }
+    }
+}
+
+/// `.spec.replicas`, `.spec.template.spec.containers[name="web"].image`: for conflict messages.
+fn dotted(path: &Path) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            Step::Field(name) => {
+                out.push('.');
+                out.push_str(name);
+            }
+            Step::Key(key) => {
+                let fields: Map<String, Value> = serde_json::from_str(key).unwrap_or_default();
+                let inner: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                out.push_str(&format!("[{}]", inner.join(",")));
+            }
+            Step::Index(at) => out.push_str(&format!("[{at}]")),
+            Step::Member(member) => out.push_str(&format!("[={member}]")),
+        }
+    }
+    out
+}
+
+fn read_entries(object: &Value) -> Vec<Entry> {
+    let Some(entries) = object.pointer("/metadata/managedFields").and_then(Value::as_array) else { return Vec::new() };
+    entries
+        .iter()
+        .map(|entry| {
+            let text = |field: &str| entry.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
+            let mut fields = FieldSet::new();
+            if let Some(tree) = entry.get("fieldsV1") {
+                parse_fields(tree, &Vec::new(), &mut fields);
+            }
+            Entry {
+                manager: text("manager"),
+                operation: text("operation"),
+                api_version: text("apiVersion"),
+                time: text("time"),
+                fields,
+            }
+        })
+        .collect()
+}
+
+fn parse_fields(tree: &Value, path: &Path, out: &mut FieldSet) {
+    let Some(map) = tree.as_object() else { return };
+    if map.is_empty() && !path.is_empty() {
+        out.insert(path.clone());
+        return;
+    }
+    for (key, child) in map {
+        if key == "." {
+            out.insert(path.clone());
+            continue;
+        }
+        let step = if let Some(name) = key.strip_prefix("f:") {
+            Step::Field(name.into())
+        } else if let Some(item) = key.strip_prefix("k:") {
+            Step::Key(item.into())
+        } else if let Some(at) = key.strip_prefix("i:").and_then(|at| at.parse().ok()) {
+            Step::Index(at)
+        } else if let Some(member) = key.strip_prefix("v:") {
+            Step::Member(member.into())
+        } else {
+            continue;
+        };
+        let mut next = path.clone();
+        next.push(step);
+        parse_fields(child, &next, out);
+    }
+}
+
+fn render_fields(fields: &FieldSet) -> Value {
+    let mut root = Map::new();
+    for path in fields {
+        let mut node = &mut root;
+        for step in path {
+            let key = match step {
+                Step::Field(name) => format!("f:{name}"),
+                Step::Key(item) => format!("k:{item}"),
+                Step::Index(at) => format!("i:{at}"),
+                Step::Member(member) => format!("v:{member}"),
+            };
+            node = node.entry(key).or_insert_with(|| json!({})).as_object_mut().expect("field trees hold objects");
+        }
+        let has_children = fields.iter().any(|other| other.len() > path.len() && other.starts_with(path));
+        if has_children {
+            node.insert(".".into(), json!({}));
+        }
+    }
+    Value::Object(root)
+}
+
+fn write_entries(object: &mut Value, entries: &[Entry]) {
+    let rendered: Vec<Value> = entries
+        .iter()
+        .filter(|entry| !entry.fields.is_empty())
+        .map(|entry| {
+            json!({
+                "manager": entry.manager,
+                "operation": entry.operation,
+                "apiVersion": entry.api_version,
+                "time": entry.time,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": render_fields(&entry.fields),
+            })
+        })
+        .collect();
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        if rendered.is_empty() {
+            metadata.remove("managedFields");
+        } else {
+            metadata.insert("managedFields".into(), Value::Array(rendered));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(replicas: u32, image: &str, labels: Value) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "labels": labels},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "web", "image": image}]}}}
+        })
+    }
+
+    #[test]
+    fn applying_creates_then_removes_what_is_no_longer_applied() {
+        let first = apply(None, &config(2, "web:1", json!({"app": "web", "old": "x"})), "canaryflow", false, "t")
+            .expect("create");
+        assert_eq!(first.pointer("/metadata/labels/old"), Some(&json!("x")));
+        let fields = &first["metadata"]["managedFields"][0];
+        assert_eq!(fields["manager"], "canaryflow");
+        assert_eq!(fields["operation"], "Apply");
+        assert!(
+            fields.pointer("/fieldsV1/f:spec/f:template/f:spec/f:containers/k:{\"name\":\"web\"}/f:image").is_some(),
+            "{fields}"
+        );
+        let second =
+            apply(Some(&first), &config(2, "web:2", json!({"app": "web"})), "canaryflow", false, "t").expect("update");
+        assert_eq!(second.pointer("/metadata/labels/old"), None, "a label no longer applied is removed");
+        assert_eq!(second.pointer("/spec/template/spec/containers/0/image"), Some(&json!("web:2")));
+    }
+
+    #[test]
+    fn another_managers_field_conflicts_unless_forced() {
+        let mut live =
+            apply(None, &config(2, "web:1", json!({"app": "web"})), "canaryflow", false, "t").expect("create");
+        let before = live.clone();
+        live["spec"]["replicas"] = json!(5);
+        record_update(Some(&before), &mut live, "hpa-controller", "t");
+        let err = apply(Some(&live), &config(2, "web:1", json!({"app": "web"})), "canaryflow", false, "t")
+            .expect_err("conflict");
+        assert_eq!(err, ApplyError::Conflicts(vec![("hpa-controller".into(), ".spec.replicas".into())]));
+        let forced =
+            apply(Some(&live), &config(2, "web:1", json!({"app": "web"})), "canaryflow", true, "t").expect("forced");
+        assert_eq!(forced["spec"]["replicas"], 2);
+        let managers: Vec<&str> = forced["metadata"]["managedFields"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e["manager"].as_str())
+            .collect();
+        assert_eq!(managers, ["canaryflow"], "the forced field changed hands and the emptied entry is gone");
+    }
+
+    #[test]
+    fn a_field_shared_with_another_manager_survives_when_no_longer_applied() {
+        let live =
+            apply(None, &config(2, "web:1", json!({"app": "web", "team": "a"})), "first", false, "t").expect("create");
+        let shared = apply(Some(&live), &config(2, "web:1", json!({"app": "web", "team": "a"})), "second", false, "t")
+            .expect("same values");
+        let dropped =
+            apply(Some(&shared), &config(2, "web:1", json!({"app": "web"})), "first", false, "t").expect("drop team");
+        assert_eq!(dropped.pointer("/metadata/labels/team"), Some(&json!("a")), "second still applies it");
+    }
+
+    #[test]
+    fn fields_v1_round_trips() {
+        let object = apply(None, &config(1, "web:1", json!({"app": "web"})), "m", false, "t").expect("create");
+        let entries = read_entries(&object);
+        let mut again = object.clone();
+        write_entries(&mut again, &entries);
+        assert_eq!(again, object);
+    }
+}

@@ -1,0 +1,882 @@
+//! One simulated cluster: its objects, their versions, and every write.
+//!
+//! Objects are stored as JSON, as a real API server stores them (it knows
+//! schemas; this one knows only what it checks). Every write goes through
+//! validation and admission, gets the next `resourceVersion`, and becomes a
+//! watch event kept in a bounded history.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, broadcast};
+
+use crate::admission;
+use crate::apply::{self, ApplyError};
+use crate::faults::Faults;
+use crate::object;
+use crate::patch;
+use crate::resources::{self, ResourceType};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::validate;
+
+/// Watch events kept for watches that start from an older resourceVersion.
+const WATCH_HISTORY_COUNT_MAX: usize = 2_048;
+/// Watch events buffered per watcher before it is cut off (and relists).
+const WATCH_BUFFER_COUNT_MAX: usize = 8_192;
+
+/// Objects of one resource, by (namespace, name).
+type Objects = BTreeMap<(String, String), Value>;
+
+/// What a watch event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Removed.
+    Deleted,
+}
+
+/// One change, as watches see it.
+#[derive(Debug)]
+pub struct WatchEvent {
+    /// The resourceVersion it produced.
+    pub resource_version: u64,
+    /// (group, plural).
+    pub resource: (&'static str, &'static str),
+    /// What happened.
+    pub kind: EventType,
+    /// The object after (or, for a deletion, before) the change.
+    pub object: Value,
+    /// The object before the change, for modifications.
+    pub old: Option<Value>,
+}
+
+/// The start of a watch: the events to send first, and the live feed.
+pub type WatchStart = (Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>);
+
+/// A workload the controller keeps rolled out: (plural, namespace, name).
+pub type WorkloadKey = (&'static str, String, String);
+
+/// A rollout in progress.
+#[derive(Debug, Clone, Copy)]
+pub struct Rollout {
+    /// When it started.
+    pub started: Instant,
+    /// When its new pods may start.
+    pub due: Instant,
+    /// The generation it rolls out.
+    pub generation: u64,
+}
+
+/// The controller's memory, kept beside the objects.
+#[derive(Debug, Default)]
+pub struct ControllerState {
+    /// Rollouts in progress.
+    pub rollouts: HashMap<WorkloadKey, Rollout>,
+    /// Workloads to look at on the next pass.
+    pub dirty: BTreeSet<WorkloadKey>,
+    /// Workloads to look at again at a given time.
+    pub due: BTreeMap<Instant, BTreeSet<WorkloadKey>>,
+}
+
+/// A cluster's objects and history.
+#[derive(Debug, Default)]
+pub struct State {
+    objects: HashMap<(&'static str, &'static str), Objects>,
+    resource_version: u64,
+    history: VecDeque<Arc<WatchEvent>>,
+    /// Watches from this resourceVersion or later can be served from `history`.
+    history_from: u64,
+    counter: u64,
+    /// The cluster's number in its fleet (for ids and IPs).
+    pub index: usize,
+    /// The controller's memory.
+    pub controller: ControllerState,
+}
+
+impl State {
+    /// Every object of a resource.
+    pub fn all(&self, group: &str, plural: &str) -> impl Iterator<Item = &Value> {
+        self.store(group, plural).into_iter().flat_map(BTreeMap::values)
+    }
+
+    /// Objects of a resource in one namespace.
+    pub fn in_namespace<'a>(
+        &'a self,
+        group: &str,
+        plural: &str,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        let range = (namespace.to_string(), String::new())..(format!("{namespace}\u{0}"), String::new());
+        self.store(group, plural)
+            .into_iter()
+            .flat_map(move |objects| objects.range(range.clone()).map(|(_, object)| object))
+    }
+
+    /// One object.
+    #[must_use]
+    pub fn get(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<&Value> {
+        self.store(group, plural)?.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    fn store(&self, group: &str, plural: &str) -> Option<&Objects> {
+        self.objects.iter().find(|((g, p), _)| *g == group && *p == plural).map(|(_, objects)| objects)
+    }
+
+    /// A fresh number, for uids, generated names and IPs.
+    pub fn next_number(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// A uid that looks like one.
+    pub fn new_uid(&mut self) -> String {
+        let number = self.next_number();
+        format!("{:08x}-5a1e-4000-8000-{number:012x}", self.index)
+    }
+
+    /// The current resourceVersion.
+    #[must_use]
+    pub fn resource_version(&self) -> u64 {
+        self.resource_version
+    }
+
+    /// Stores (or, with `None`, removes) an object and records the event.
+    /// Everything that writes goes through here.
+    pub fn commit(
+        &mut self,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+        resource: &ResourceType,
+        mut new: Option<Value>,
+        key: (String, String),
+    ) -> Option<Value> {
+        self.resource_version += 1;
+        let rv = self.resource_version;
+        let store = self.objects.entry(resource.storage_key()).or_default();
+        let old = store.get(&key).cloned();
+        let event = match new.as_mut() {
+            Some(object) => {
+                object::metadata_mut(object).insert("resourceVersion".into(), json!(rv.to_string()));
+                store.insert(key.clone(), object.clone());
+                let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
+                WatchEvent {
+                    resource_version: rv,
+                    resource: resource.storage_key(),
+                    kind,
+                    object: object.clone(),
+                    old: old.clone(),
+                }
+            }
+            None => {
+                let removed = store.remove(&key)?;
+                let mut object = removed.clone();
+                object::metadata_mut(&mut object).insert("resourceVersion".into(), json!(rv.to_string()));
+                WatchEvent {
+                    resource_version: rv,
+                    resource: resource.storage_key(),
+                    kind: EventType::Deleted,
+                    object,
+                    old: None,
+                }
+            }
+        };
+        self.note_change(resource, &event);
+        let event = Arc::new(event);
+        self.history.push_back(event.clone());
+        while self.history.len() > WATCH_HISTORY_COUNT_MAX {
+            if let Some(dropped) = self.history.pop_front() {
+                self.history_from = dropped.resource_version;
+            }
+        }
+        let _ = events.send(event);
+        old
+    }
+
+    /// Tells the controller what a change means for workloads.
+    fn note_change(&mut self, resource: &ResourceType, event: &WatchEvent) {
+        let object = &event.object;
+        match resource.plural {
+            "deployments" | "statefulsets" | "daemonsets" => {
+                let key = (resource.plural, object::namespace(object).to_string(), object::name(object).to_string());
+                self.controller.dirty.insert(key);
+            }
+            "pods" => {
+                if let Some(owner) = owner_of(object) {
+                    self.controller.dirty.insert(owner);
+                }
+            }
+            _ => {}
+        }
+        // A proxy is ready while the Service it talks to has a ready istiod
+        // behind it: when Services change, or istiod pods come, go, or change
+        // readiness, look at every workload again.
+        let proxies_affected = match resource.plural {
+            "services" => true,
+            "pods" if object::namespace(object) == "istio-system" => {
+                event.kind != EventType::Modified
+                    || event.old.as_ref().map(admission::pod_ready) != Some(admission::pod_ready(object))
+            }
+            _ => false,
+        };
+        if proxies_affected {
+            self.mark_all_workloads();
+        }
+    }
+
+    /// Marks every workload for the controller.
+    pub fn mark_all_workloads(&mut self) {
+        for plural in ["deployments", "statefulsets", "daemonsets"] {
+            let keys: Vec<WorkloadKey> = self
+                .store("apps", plural)
+                .into_iter()
+                .flat_map(BTreeMap::keys)
+                .map(|(ns, name)| (plural, ns.clone(), name.clone()))
+                .collect();
+            self.controller.dirty.extend(keys);
+        }
+    }
+
+    /// Forgets the history so far (after seeding: watches start here).
+    pub fn forget_history(&mut self) {
+        self.history.clear();
+        self.history_from = self.resource_version;
+    }
+}
+
+/// The workload that owns a pod, from its owner reference.
+#[must_use]
+pub fn owner_of(pod: &Value) -> Option<WorkloadKey> {
+    let owner = pod.pointer("/metadata/ownerReferences")?.as_array()?.first()?;
+    let plural = match owner.get("kind")?.as_str()? {
+        "Deployment" => "deployments",
+        "StatefulSet" => "statefulsets",
+        "DaemonSet" => "daemonsets",
+        _ => return None,
+    };
+    Some((plural, object::namespace(pod).to_string(), owner.get("name")?.as_str()?.to_string()))
+}
+
+/// How a write is made.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// The field manager (`fieldManager`, or derived from the user agent).
+    pub manager: String,
+    /// `dryRun=All`: check and answer, store nothing.
+    pub dry_run: bool,
+    /// `force=true` on an apply.
+    pub force: bool,
+}
+
+/// The kinds of patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    /// `application/merge-patch+json`.
+    Merge,
+    /// `application/json-patch+json`.
+    Json,
+    /// `application/strategic-merge-patch+json`.
+    Strategic,
+    /// `application/apply-patch+yaml`.
+    Apply,
+}
+
+/// A list, with what a paging client needs.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The objects.
+    pub items: Vec<Value>,
+    /// The list's resourceVersion.
+    pub resource_version: u64,
+    /// The token for the next page, if there is one.
+    pub continue_token: Option<String>,
+    /// How many objects are left after this page.
+    pub remaining: usize,
+}
+
+/// One simulated cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Its name (the kubeconfig context).
+    pub name: String,
+    state: Mutex<State>,
+    events: broadcast::Sender<Arc<WatchEvent>>,
+    /// Its faults, switchable while it runs.
+    pub faults: Arc<Faults>,
+    /// How long a rollout takes before its new pods start.
+    pub rollout_delay: Duration,
+    /// Wakes the controller.
+    pub wake: Notify,
+}
+
+impl Cluster {
+    /// An empty cluster.
+    #[must_use]
+    pub fn new(name: &str, index: usize, rollout_delay: Duration, faults: Arc<Faults>) -> Self {
+        let (events, _) = broadcast::channel(WATCH_BUFFER_COUNT_MAX);
+        let state = State { index, ..State::default() };
+        Self { name: name.into(), state: Mutex::new(state), events, faults, rollout_delay, wake: Notify::new() }
+    }
+
+    /// The state, locked.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("cluster state lock poisoned")
+    }
+
+    /// The event channel.
+    #[must_use]
+    pub fn events(&self) -> &broadcast::Sender<Arc<WatchEvent>> {
+        &self.events
+    }
+
+    /// Unix seconds now.
+    #[must_use]
+    pub fn now_seconds(&self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
+    /// `GET` one object.
+    pub fn get(&self, resource: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        let state = self.lock();
+        let mut object = state
+            .get(resource.group, resource.plural, namespace, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(resource, name))?;
+        stamp(&mut object, resource);
+        Ok(object)
+    }
+
+    /// `GET` a collection (one namespace, or all with `None`).
+    pub fn list(
+        &self,
+        resource: &ResourceType,
+        namespace: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        limit: Option<usize>,
+        after: Option<&str>,
+    ) -> ListPage {
+        let state = self.lock();
+        let after = after.and_then(|token| token.split_once('/')).map(|(ns, name)| (ns.to_string(), name.to_string()));
+        let matching: Vec<(&(String, String), &Value)> = state
+            .store(resource.group, resource.plural)
+            .into_iter()
+            .flat_map(|objects| objects.iter())
+            .filter(|((ns, _), _)| namespace.is_none_or(|wanted| ns == wanted))
+            .filter(|(key, _)| after.as_ref().is_none_or(|after| *key > after))
+            .filter(|(_, object)| labels.matches(object::labels(object)) && fields.matches(object))
+            .collect();
+        let take = limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX).min(matching.len());
+        let continue_token = (take < matching.len()).then(|| {
+            let (ns, name) = matching[take - 1].0;
+            format!("{ns}/{name}")
+        });
+        let items = matching[..take]
+            .iter()
+            .map(|(_, object)| {
+                let mut object = (*object).clone();
+                if let Some(map) = object.as_object_mut() {
+                    // Items of a typed list carry no kind or apiVersion.
+                    map.remove("kind");
+                    map.remove("apiVersion");
+                }
+                object
+            })
+            .collect();
+        ListPage { items, resource_version: state.resource_version, continue_token, remaining: matching.len() - take }
+    }
+
+    /// `POST`: create.
+    pub fn create(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        body: Value,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        let mut object = normalize(resource, namespace, body, None)?;
+        if object::name(&object).is_empty() {
+            let prefix = object.pointer("/metadata/generateName").and_then(Value::as_str).map(str::to_string);
+            let Some(prefix) = prefix else {
+                return Err(ApiError::invalid(
+                    resource,
+                    "",
+                    &[("metadata.name".into(), "Required value: name or generateName is required".into())],
+                ));
+            };
+            let suffix = state.next_number();
+            object::metadata_mut(&mut object).insert("name".into(), json!(format!("{prefix}{}", short_suffix(suffix))));
+        }
+        let name = object::name(&object).to_string();
+        if state.get(resource.group, resource.plural, namespace, &name).is_some() {
+            return Err(ApiError::already_exists(resource, &name));
+        }
+        self.check_namespace(&state, resource, namespace)?;
+        validate::check(resource, &object, None)?;
+        object = self.admit(&state, resource, object, "CREATE")?;
+        self.initialize(&mut state, &mut object, resource);
+        apply::record_update(None, &mut object, &options.manager, &object::rfc3339(self.now_seconds()));
+        if !options.dry_run {
+            state.commit(&self.events, resource, Some(object.clone()), (namespace.to_string(), name));
+            object::metadata_mut(&mut object)
+                .insert("resourceVersion".into(), json!(state.resource_version().to_string()));
+            self.wake.notify_one();
+        }
+        stamp(&mut object, resource);
+        Ok(object)
+    }
+
+    /// `PUT`: replace.
+    pub fn replace(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+        body: Value,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        let old = state
+            .get(resource.group, resource.plural, namespace, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(resource, name))?;
+        let object = normalize(resource, namespace, body, Some(name))?;
+        if let Some(expected) = object::resource_version(&object)
+            && Some(expected) != object::resource_version(&old)
+        {
+            return Err(ApiError::conflict(resource, name));
+        }
+        self.update(&mut state, resource, &old, object, options)
+    }
+
+    /// `PATCH`; returns the object and whether it was created (an apply of a new object).
+    pub fn patch(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+        kind: PatchType,
+        body: &Value,
+        options: &WriteOptions,
+    ) -> Result<(Value, bool), ApiError> {
+        let mut state = self.lock();
+        let old = state.get(resource.group, resource.plural, namespace, name).cloned();
+        let now = object::rfc3339(self.now_seconds());
+        let Some(old) = old else {
+            if kind != PatchType::Apply {
+                return Err(ApiError::not_found(resource, name));
+            }
+            drop(state);
+            let applied = self.apply_new(resource, namespace, name, body, options, &now)?;
+            return Ok((applied, true));
+        };
+        let patched = match kind {
+            PatchType::Merge => patch::merge(&old, body),
+            PatchType::Strategic => patch::strategic(&old, body).map_err(ApiError::bad_request)?,
+            PatchType::Json => patch::json_patch(&old, body)
+                .map_err(|why| ApiError::invalid(resource, name, &[("patch".into(), why)]))?,
+            PatchType::Apply => {
+                check_apply_body(resource, namespace, name, body)?;
+                apply::apply(Some(&old), body, &options.manager, options.force, &now)
+                    .map_err(|err| apply_error(resource, name, err))?
+            }
+        };
+        if let Some(expected) =
+            body.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|rv| rv.parse::<u64>().ok())
+            && kind != PatchType::Json
+            && Some(expected) != object::resource_version(&old)
+        {
+            return Err(ApiError::conflict(resource, name));
+        }
+        let patched = normalize(resource, namespace, patched, Some(name))?;
+        let mut options = options.clone();
+        if kind == PatchType::Apply {
+            options.manager = String::new(); // the apply recorded its own ownership
+        }
+        self.update(&mut state, resource, &old, patched, &options).map(|object| (object, false))
+    }
+
+    fn apply_new(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+        body: &Value,
+        options: &WriteOptions,
+        now: &str,
+    ) -> Result<Value, ApiError> {
+        check_apply_body(resource, namespace, name, body)?;
+        let applied = apply::apply(None, body, &options.manager, options.force, now)
+            .map_err(|err| apply_error(resource, name, err))?;
+        let mut create = WriteOptions { manager: String::new(), ..options.clone() };
+        create.dry_run = options.dry_run;
+        let mut created = self.create(resource, namespace, applied.clone(), &create)?;
+        // `create` recorded no ownership (empty manager): keep the apply's.
+        if let Some(fields) = applied.pointer("/metadata/managedFields") {
+            object::metadata_mut(&mut created).insert("managedFields".into(), fields.clone());
+            if !options.dry_run {
+                let mut state = self.lock();
+                if let Some(stored) = state
+                    .objects
+                    .get_mut(&resource.storage_key())
+                    .and_then(|o| o.get_mut(&(namespace.to_string(), name.to_string())))
+                {
+                    object::metadata_mut(stored).insert("managedFields".into(), fields.clone());
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    fn update(
+        &self,
+        state: &mut State,
+        resource: &ResourceType,
+        old: &Value,
+        mut object: Value,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let name = object::name(old).to_string();
+        let namespace = object::namespace(old).to_string();
+        validate::check(resource, &object, Some(old))?;
+        if resource.group == "networking.istio.io" {
+            admission::validate_istio_config(state, resource.plural, &object, "UPDATE")?;
+        }
+        // Identity and status belong to the server.
+        for field in ["uid", "creationTimestamp", "generation"] {
+            match old.pointer(&format!("/metadata/{field}")) {
+                Some(value) => {
+                    object::metadata_mut(&mut object).insert(field.into(), value.clone());
+                }
+                None => {
+                    object::metadata_mut(&mut object).remove(field);
+                }
+            }
+        }
+        if let Some(status) = old.get("status") {
+            object["status"] = status.clone();
+        }
+        if spec_of(&object) != spec_of(old) && old.pointer("/metadata/generation").is_some() {
+            let generation = old.pointer("/metadata/generation").and_then(Value::as_u64).unwrap_or(1) + 1;
+            object::metadata_mut(&mut object).insert("generation".into(), json!(generation));
+        }
+        if !options.manager.is_empty() {
+            apply::record_update(Some(old), &mut object, &options.manager, &object::rfc3339(self.now_seconds()));
+        }
+        if !options.dry_run && object != *old {
+            state.commit(&self.events, resource, Some(object.clone()), (namespace, name));
+            object::metadata_mut(&mut object)
+                .insert("resourceVersion".into(), json!(state.resource_version().to_string()));
+            self.wake.notify_one();
+        }
+        let mut object = if options.dry_run || object != *old { object } else { old.clone() };
+        stamp(&mut object, resource);
+        Ok(object)
+    }
+
+    /// `DELETE` one object. Deleting a namespace deletes what is in it;
+    /// deleting a workload deletes its pods.
+    pub fn delete(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        let mut object = state
+            .get(resource.group, resource.plural, namespace, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(resource, name))?;
+        if !dry_run {
+            self.remove(&mut state, resource, namespace, name);
+            self.wake.notify_one();
+        }
+        stamp(&mut object, resource);
+        Ok(object)
+    }
+
+    /// `DELETE` a collection, by selectors.
+    pub fn delete_collection(
+        &self,
+        resource: &ResourceType,
+        namespace: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        dry_run: bool,
+    ) -> Vec<Value> {
+        let doomed = self.list(resource, namespace, labels, fields, None, None).items;
+        if dry_run {
+            return doomed;
+        }
+        let mut state = self.lock();
+        for object in &doomed {
+            self.remove(&mut state, resource, object::namespace(object), object::name(object));
+        }
+        self.wake.notify_one();
+        doomed
+    }
+
+    /// Removes an object and what depends on it.
+    pub fn remove(&self, state: &mut State, resource: &ResourceType, namespace: &str, name: &str) {
+        if resource.plural == "namespaces" {
+            let namespaced: Vec<&'static ResourceType> =
+                resources::RESOURCES.iter().filter(|r| r.namespaced && !r.create_only).collect();
+            for inner in namespaced {
+                let names: Vec<String> =
+                    state.in_namespace(inner.group, inner.plural, name).map(|o| object::name(o).to_string()).collect();
+                for inner_name in names {
+                    state.commit(&self.events, inner, None, (name.to_string(), inner_name));
+                }
+            }
+        }
+        if matches!(resource.plural, "deployments" | "statefulsets" | "daemonsets") {
+            let pods = resources::find("", "v1", "pods").expect("pods are served");
+            let owned: Vec<String> = state
+                .in_namespace("", "pods", namespace)
+                .filter(|pod| {
+                    owner_of(pod).is_some_and(|(plural, _, owner)| plural == resource.plural && owner == name)
+                })
+                .map(|pod| object::name(pod).to_string())
+                .collect();
+            for pod in owned {
+                state.commit(&self.events, pods, None, (namespace.to_string(), pod));
+            }
+        }
+        state.commit(&self.events, resource, None, (namespace.to_string(), name.to_string()));
+    }
+
+    /// Starts a watch: the events to send first, and the live feed.
+    /// `from` None or 0: every current object as ADDED. Otherwise the
+    /// events after `from`, or 410 if they are no longer kept.
+    pub fn watch(
+        &self,
+        resource: &ResourceType,
+        namespace: Option<&str>,
+        from: Option<u64>,
+    ) -> Result<WatchStart, ApiError> {
+        let state = self.lock();
+        let receiver = self.events.subscribe();
+        let initial = match from.filter(|rv| *rv > 0) {
+            None => state
+                .store(resource.group, resource.plural)
+                .into_iter()
+                .flat_map(|objects| objects.values())
+                .filter(|object| namespace.is_none_or(|ns| object::namespace(object) == ns))
+                .map(|object| {
+                    Arc::new(WatchEvent {
+                        resource_version: object::resource_version(object).unwrap_or(0),
+                        resource: resource.storage_key(),
+                        kind: EventType::Added,
+                        object: object.clone(),
+                        old: None,
+                    })
+                })
+                .collect(),
+            Some(rv) if rv < state.history_from => return Err(ApiError::gone(rv)),
+            Some(rv) => state.history.iter().filter(|event| event.resource_version > rv).cloned().collect(),
+        };
+        Ok((initial, receiver))
+    }
+
+    fn check_namespace(&self, state: &State, resource: &ResourceType, namespace: &str) -> Result<(), ApiError> {
+        if resource.namespaced && state.get("", "namespaces", "", namespace).is_none() {
+            let namespaces = resources::find("", "v1", "namespaces").expect("namespaces are served");
+            return Err(ApiError::not_found(namespaces, namespace));
+        }
+        Ok(())
+    }
+
+    fn admit(&self, state: &State, resource: &ResourceType, object: Value, operation: &str) -> Result<Value, ApiError> {
+        match (resource.group, resource.plural) {
+            ("", "pods") => admission::admit_pod(state, object),
+            ("networking.istio.io", plural) => {
+                admission::validate_istio_config(state, plural, &object, operation).map(|()| object)
+            }
+            _ => Ok(object),
+        }
+    }
+
+    /// Server-set fields of a new object.
+    fn initialize(&self, state: &mut State, object: &mut Value, resource: &ResourceType) {
+        let uid = state.new_uid();
+        let created = object::rfc3339(self.now_seconds());
+        let has_spec = object.get("spec").is_some();
+        let metadata = object::metadata_mut(object);
+        metadata.insert("uid".into(), json!(uid));
+        metadata.insert("creationTimestamp".into(), json!(created));
+        if has_spec && resource.plural != "pods" {
+            metadata.insert("generation".into(), json!(1));
+        }
+        match resource.plural {
+            "namespaces" => {
+                object["status"] = json!({"phase": "Active"});
+            }
+            "pods" if object.get("status").is_none_or(|status| status.get("phase").is_none()) => {
+                let number = state.next_number();
+                object["status"] = pod_status(state.index, number, true, &created, object);
+            }
+            "services" if object.pointer("/spec/clusterIP").is_none() => {
+                let number = state.next_number();
+                if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert(
+                        "clusterIP".into(),
+                        json!(format!("10.96.{}.{}", (number / 250) % 250, number % 250 + 1)),
+                    );
+                    spec.entry("type").or_insert(json!("ClusterIP"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers a SelfSubjectAccessReview from the cluster's RBAC denials.
+    #[must_use]
+    pub fn access_review(&self, body: &Value) -> Value {
+        let attributes = body.pointer("/spec/resourceAttributes").cloned().unwrap_or(Value::Null);
+        let text = |field: &str| attributes.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (verb, group, resource) = (text("verb"), text("group"), text("resource"));
+        let denied = self.faults.rbac_denies(&verb, &group, &resource);
+        let mut review = body.clone();
+        review["apiVersion"] = json!("authorization.k8s.io/v1");
+        review["kind"] = json!("SelfSubjectAccessReview");
+        review["status"] = if denied {
+            json!({"allowed": false, "denied": true, "reason": format!("RBAC: {verb} {resource}.{group} is not allowed (simulated)")})
+        } else {
+            json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"cluster-admin\" (simulated)"})
+        };
+        review
+    }
+}
+
+/// A pod's status: Running, Ready or not.
+#[must_use]
+pub fn pod_status(cluster: usize, number: u64, ready: bool, started: &str, pod: &Value) -> Value {
+    let flag = if ready { "True" } else { "False" };
+    let containers: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| json!({"name": c["name"], "image": c["image"], "ready": ready, "restartCount": 0, "started": true, "state": {"running": {"startedAt": started}}}))
+        .collect();
+    json!({
+        "phase": "Running",
+        "conditions": [
+            {"type": "Initialized", "status": "True"},
+            {"type": "Ready", "status": flag},
+            {"type": "ContainersReady", "status": flag},
+            {"type": "PodScheduled", "status": "True"}
+        ],
+        "containerStatuses": containers,
+        "hostIP": format!("192.168.{}.{}", cluster % 250, number % 2 + 10),
+        "podIP": format!("10.{}.{}.{}", 100 + cluster % 100, (number / 250) % 250, number % 250 + 1),
+        "startTime": started
+    })
+}
+
+/// Five characters from a number, like a generated name suffix.
+#[must_use]
+pub fn short_suffix(number: u64) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut n = number.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7;
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
+            n /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+/// Everything but metadata and status: a change here bumps `generation`.
+fn spec_of(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+        map.remove("kind");
+        map.remove("apiVersion");
+    }
+    copy
+}
+
+/// Sets kind and apiVersion as the request's resource names them.
+fn stamp(object: &mut Value, resource: &ResourceType) {
+    if let Some(map) = object.as_object_mut() {
+        map.insert("apiVersion".into(), json!(resource.api_version()));
+        map.insert("kind".into(), json!(resource.kind));
+    }
+}
+
+/// Checks a request body against the URL it came to, and makes it whole.
+fn normalize(resource: &ResourceType, namespace: &str, body: Value, name: Option<&str>) -> Result<Value, ApiError> {
+    let Value::Object(_) = body else {
+        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+    };
+    let mut object = body;
+    if let Some(kind) = object.get("kind").and_then(Value::as_str)
+        && kind != resource.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            resource.kind
+        )));
+    }
+    if let Some(version) = object.get("apiVersion").and_then(Value::as_str)
+        && resources::RESOURCES.iter().all(|r| r.api_version() != version || r.kind != resource.kind)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({version}) does not match the expected API version ({})",
+            resource.api_version()
+        )));
+    }
+    let body_namespace = object::namespace(&object).to_string();
+    if resource.namespaced {
+        if !body_namespace.is_empty() && body_namespace != namespace {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        object::metadata_mut(&mut object).insert("namespace".into(), json!(namespace));
+    } else {
+        object::metadata_mut(&mut object).remove("namespace");
+    }
+    if let Some(name) = name {
+        let body_name = object::name(&object);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        object::metadata_mut(&mut object).insert("name".into(), json!(name));
+    }
+    if resource.plural == "namespaces" {
+        // Every namespace carries its own name as a label (Kubernetes 1.21+).
+        let name = object::name(&object).to_string();
+        if !name.is_empty() {
+            object::metadata_map_mut(&mut object, "labels").insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+    }
+    stamp(&mut object, resource);
+    Ok(object)
+}
+
+fn check_apply_body(resource: &ResourceType, namespace: &str, name: &str, body: &Value) -> Result<(), ApiError> {
+    if body.get("kind").is_none() || body.get("apiVersion").is_none() {
+        return Err(ApiError::bad_request("an apply patch must name its apiVersion and kind"));
+    }
+    normalize(resource, namespace, body.clone(), Some(name)).map(|_| ())
+}
+
+fn apply_error(resource: &ResourceType, name: &str, err: ApplyError) -> ApiError {
+    match err {
+        ApplyError::Conflicts(conflicts) => ApiError::apply_conflict(resource, name, &conflicts),
+        ApplyError::Invalid(why) => ApiError::invalid(resource, name, &[("patch".into(), why)]),
+    }
+}

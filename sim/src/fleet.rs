@@ -1,0 +1,315 @@
+//! A fleet of simulated clusters on loopback ports, and its kubeconfig.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::cluster::{Cluster, WriteOptions};
+use crate::controller;
+use crate::faults::{FaultConfig, Faults};
+use crate::istio::{self, ISTIO_NAMESPACE, Revision};
+use crate::resources;
+
+/// Workload names seeded into each namespace, in order (then numbered).
+const APP_NAMES: [&str; 10] =
+    ["web", "api", "worker", "cart", "auth", "search", "orders", "billing", "mailer", "cache"];
+/// Namespace names seeded, in order (then numbered).
+const NAMESPACE_NAMES: [&str; 8] =
+    ["shop", "payments", "catalog", "checkout", "accounts", "shipping", "reviews", "ads"];
+/// The most clusters one fleet may hold.
+pub const CLUSTERS_COUNT_MAX: usize = 1_000;
+
+/// What a fleet looks like.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// How many clusters.
+    pub clusters: usize,
+    /// Their names (kubeconfig contexts); `cluster-<i>` when empty.
+    pub names: Vec<String>,
+    /// Application namespaces per cluster.
+    pub namespaces: usize,
+    /// Deployments per namespace.
+    pub deployments: usize,
+    /// Replicas per deployment.
+    pub replicas: usize,
+    /// The installed control plane's revision: `default` for a non-revisioned install.
+    pub revision: String,
+    /// Its Istio version.
+    pub version: String,
+    /// How long a rollout takes before its new pods start.
+    pub rollout_delay: Duration,
+    /// Added to every API request.
+    pub api_latency: Duration,
+    /// Faults every cluster starts with.
+    pub faults: FaultConfig,
+    /// Seeds the faults' random numbers (each cluster adds its index).
+    pub seed: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            clusters: 1,
+            names: Vec::new(),
+            namespaces: 3,
+            deployments: 2,
+            replicas: 2,
+            revision: "default".into(),
+            version: "1.6.5".into(),
+            rollout_delay: Duration::from_millis(500),
+            api_latency: Duration::ZERO,
+            faults: FaultConfig::default(),
+            seed: 1,
+        }
+    }
+}
+
+/// Why a fleet did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The configuration is not possible.
+    #[error("{0}")]
+    Config(String),
+    /// A loopback port could not be bound.
+    #[error("cannot listen on 127.0.0.1: {0}")]
+    Bind(#[source] std::io::Error),
+    /// Seeding a cluster failed (a bug in the seed).
+    #[error("seeding cluster {cluster}: {why}")]
+    Seed {
+        /// The cluster.
+        cluster: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// One running cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterHandle {
+    /// Its name and kubeconfig context.
+    pub name: String,
+    /// Its API server, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its faults, switchable while it runs (also at `<url>/sim/faults`).
+    pub faults: Arc<Faults>,
+}
+
+/// A running fleet. Dropping it stops every cluster.
+#[derive(Debug)]
+pub struct Fleet {
+    clusters: Vec<ClusterHandle>,
+    kubeconfig: String,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Fleet {
+    /// Starts `config.clusters` clusters, each seeded and serving.
+    pub async fn start(config: FleetConfig) -> Result<Self, FleetError> {
+        check(&config)?;
+        let revision = Revision::new(&config.revision, &config.version).map_err(FleetError::Config)?;
+        let names: Vec<String> = if config.names.is_empty() {
+            (0..config.clusters).map(|i| format!("cluster-{i}")).collect()
+        } else {
+            config.names.clone()
+        };
+        let mut listeners = Vec::with_capacity(names.len());
+        for _ in &names {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.map_err(FleetError::Bind)?);
+        }
+        let mut seeding = tokio::task::JoinSet::new();
+        for (index, name) in names.iter().enumerate() {
+            let mut faults = config.faults.clone();
+            faults.latency_ms =
+                faults.latency_ms.max(u64::try_from(config.api_latency.as_millis()).unwrap_or(u64::MAX));
+            let faults = Arc::new(Faults::new(faults, config.seed.wrapping_add(index as u64 + 1)));
+            let cluster = Arc::new(Cluster::new(name, index, config.rollout_delay, faults));
+            let (config, revision) = (config.clone(), revision.clone());
+            seeding.spawn_blocking(move || seed(&cluster, &config, &revision).map(|()| (index, cluster)));
+        }
+        let mut clusters: Vec<Option<Arc<Cluster>>> = vec![None; names.len()];
+        while let Some(joined) = seeding.join_next().await {
+            let (index, cluster) =
+                joined.map_err(|err| FleetError::Seed { cluster: "?".into(), why: err.to_string() })??;
+            clusters[index] = Some(cluster);
+        }
+        let mut handles = Vec::new();
+        let mut tasks = Vec::new();
+        for (cluster, listener) in clusters.into_iter().map(|c| c.expect("every cluster was seeded")).zip(listeners) {
+            let port = listener.local_addr().map_err(FleetError::Bind)?.port();
+            handles.push(ClusterHandle {
+                name: cluster.name.clone(),
+                url: format!("http://127.0.0.1:{port}"),
+                faults: cluster.faults.clone(),
+            });
+            tasks.push(tokio::spawn(controller::run(cluster.clone())));
+            let listener = FaultyListener { inner: listener, faults: cluster.faults.clone() };
+            let app = crate::api::router(cluster);
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }));
+        }
+        let kubeconfig = kubeconfig(&handles);
+        Ok(Self { clusters: handles, kubeconfig, tasks })
+    }
+
+    /// The clusters, in order.
+    #[must_use]
+    pub fn clusters(&self) -> &[ClusterHandle] {
+        &self.clusters
+    }
+
+    /// The cluster named `name`.
+    #[must_use]
+    pub fn cluster(&self, name: &str) -> Option<&ClusterHandle> {
+        self.clusters.iter().find(|cluster| cluster.name == name)
+    }
+
+    /// A kubeconfig with one context per cluster (the first is current).
+    #[must_use]
+    pub fn kubeconfig(&self) -> &str {
+        &self.kubeconfig
+    }
+
+    /// Writes the kubeconfig to `path`.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(path, &self.kubeconfig)
+    }
+}
+
+fn check(config: &FleetConfig) -> Result<(), FleetError> {
+    if config.clusters == 0 || config.clusters > CLUSTERS_COUNT_MAX {
+        return Err(FleetError::Config(format!("clusters must be 1 to {CLUSTERS_COUNT_MAX}, not {}", config.clusters)));
+    }
+    if !config.names.is_empty() && config.names.len() != config.clusters {
+        return Err(FleetError::Config(format!("{} names given for {} clusters", config.names.len(), config.clusters)));
+    }
+    for name in &config.names {
+        crate::object::check_dns_label(name)
+            .map_err(|why| FleetError::Config(format!("cluster name {name:?}: {why}")))?;
+    }
+    if config.namespaces > 1_000 || config.deployments > 1_000 || config.replicas > 100 {
+        return Err(FleetError::Config("at most 1000 namespaces, 1000 deployments per namespace, 100 replicas".into()));
+    }
+    Ok(())
+}
+
+/// The name of the `index`-th item of `names`, numbered past the end.
+fn nth_name(names: &[&str], index: usize) -> String {
+    let base = names[index % names.len()];
+    if index < names.len() { base.to_string() } else { format!("{base}-{}", index / names.len()) }
+}
+
+/// Seeds a cluster before it serves: system namespaces, Istio installed and
+/// running, application namespaces of injected workloads.
+fn seed(cluster: &Cluster, config: &FleetConfig, revision: &Revision) -> Result<(), FleetError> {
+    let fail = |why: String| FleetError::Seed { cluster: cluster.name.clone(), why };
+    let system = ["default", "kube-system", "kube-public", "kube-node-lease"]
+        .map(|name| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
+    let mut objects: Vec<Value> = system.to_vec();
+    objects.extend(istio::base(&revision.version));
+    objects.extend(istio::control_plane(revision));
+    let injection = if revision.is_default() {
+        json!({"istio-injection": "enabled"})
+    } else {
+        json!({"istio.io/rev": revision.name})
+    };
+    let mut app_namespaces = Vec::new();
+    for n in 0..config.namespaces {
+        let namespace = nth_name(&NAMESPACE_NAMES, n);
+        objects.push(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": injection}}),
+        );
+        for d in 0..config.deployments {
+            objects.extend(app(&namespace, &nth_name(&APP_NAMES, d), config.replicas));
+        }
+        app_namespaces.push(namespace);
+    }
+    for namespace in app_namespaces.iter().map(String::as_str).chain(["default", ISTIO_NAMESPACE]) {
+        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio-ca-root-cert", "namespace": namespace},
+                            "data": {"root-cert.pem": "-----BEGIN CERTIFICATE-----\nsimulated\n-----END CERTIFICATE-----\n"}}));
+    }
+    let options = WriteOptions { manager: "istioctl".into(), ..WriteOptions::default() };
+    for object in objects {
+        create(cluster, object, &options).map_err(fail)?;
+    }
+    let mut state = cluster.lock();
+    controller::settle_now(cluster, &mut state);
+    state.forget_history();
+    Ok(())
+}
+
+fn create(cluster: &Cluster, object: Value, options: &WriteOptions) -> Result<(), String> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let resource = resources::by_kind(group, kind).ok_or_else(|| format!("no resource for {api_version} {kind}"))?;
+    let namespace = crate::object::namespace(&object).to_string();
+    cluster.create(resource, &namespace, object, options).map(|_| ()).map_err(|err| err.to_string())
+}
+
+/// An application: a Deployment and its Service.
+fn app(namespace: &str, name: &str, replicas: usize) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name, "version": "v1"}},
+                    "spec": {"containers": [{"name": name, "image": format!("registry.example.com/{name}:1.0"), "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}),
+    ]
+}
+
+fn kubeconfig(clusters: &[ClusterHandle]) -> String {
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "current-context": clusters.first().map(|c| c.name.clone()).unwrap_or_default(),
+        "clusters": clusters.iter().map(|c| json!({"name": c.name, "cluster": {"server": c.url}})).collect::<Vec<_>>(),
+        "users": [{"name": "sim-admin", "user": {}}],
+        "contexts": clusters.iter().map(|c| json!({"name": c.name, "context": {"cluster": c.name, "user": "sim-admin", "namespace": "default"}})).collect::<Vec<_>>(),
+    });
+    serde_saphyr::to_string(&config).unwrap_or_else(|_| config.to_string())
+}
+
+/// Accepts connections, dropping them while the cluster is down.
+struct FaultyListener {
+    inner: TcpListener,
+    faults: Arc<Faults>,
+}
+
+impl axum::serve::Listener for FaultyListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, _)) if self.faults.get().down => drop(stream),
+                Ok((stream, address)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (stream, address);
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
