@@ -92,6 +92,10 @@ pub struct SimArgs {
     /// Added to every API request (0ms, 20ms).
     #[arg(long, default_value = "0ms")]
     pub api_latency: String,
+    /// Faults every cluster starts with, as JSON (as `PUT <url>/sim/faults` takes), e.g.
+    /// '{"error500Rate": 0.05, "stuckRollouts": ["istio-system/istiod-1-6-8"]}'.
+    #[arg(long, value_name = "JSON")]
+    pub faults: Option<String>,
 }
 
 /// `sim` subcommands.
@@ -176,6 +180,31 @@ pub enum BenchCommand {
     /// Run synthetic workflows of no-op steps through the engine, durably,
     /// then the same appends straight into sled, and print both.
     Engine(BenchEngineArgs),
+    /// Start a simulated fleet and measure its start time and GET throughput.
+    Sim(BenchSimArgs),
+}
+
+/// `bench sim` flags.
+#[derive(Debug, Args)]
+pub struct BenchSimArgs {
+    /// Clusters.
+    #[arg(long, default_value_t = 100)]
+    pub clusters: usize,
+    /// Application namespaces per cluster.
+    #[arg(long, default_value_t = 20)]
+    pub namespaces: usize,
+    /// Deployments per namespace.
+    #[arg(long, default_value_t = 10)]
+    pub deployments: usize,
+    /// Replicas per deployment.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+    /// Client connections at once (keep-alive), spread over the clusters.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Seconds each GET measurement runs.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
 }
 
 /// `bench engine` flags.

@@ -72,7 +72,8 @@ pub fn endpoints<'a>(state: &'a State, namespace: &'a str, name: &str) -> Vec<&'
 /// Whether a pod reports Ready.
 #[must_use]
 pub fn pod_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
+    pod.get("status")
+        .and_then(|status| status.get("conditions"))
         .and_then(Value::as_array)
         .is_some_and(|conditions| conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }

@@ -424,10 +424,19 @@ impl Request<'_> {
         }
     }
 
+    /// A create or replace body: JSON, or YAML when it says so. Protobuf
+    /// (what kubectl's typed `create <kind>` generators send) is not served.
     fn json_body(&self) -> Result<Value, ApiError> {
-        serde_json::from_slice(self.body).map_err(|err| {
-            ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {err}"))
-        })
+        let content_type =
+            self.headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("application/json");
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        match media {
+            "application/vnd.kubernetes.protobuf" => Err(ApiError::unsupported_media_type_for_body(media)),
+            "application/yaml" => self.yaml_body(),
+            _ => serde_json::from_slice(self.body).map_err(|err| {
+                ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {err}"))
+            }),
+        }
     }
 
     /// An apply body: YAML, or JSON (which kubectl and kube-rs send).

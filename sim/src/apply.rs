@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::patch::{is_primitive_set, merge_key, strategic};
+use crate::patch::{is_atomic_map, is_primitive_set, merge_key, strategic};
 
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -182,7 +182,7 @@ fn owned_paths(object: &Value) -> FieldSet {
 
 fn collect(value: &Value, field: &str, path: Path, out: &mut FieldSet) {
     match value {
-        Value::Object(map) if !map.is_empty() => {
+        Value::Object(map) if !map.is_empty() && !is_atomic_map(field) => {
             for (key, child) in map {
                 let mut next = path.clone();
                 next.push(Step::Field(key.clone()));
@@ -366,7 +366,9 @@ fn render_fields(fields: &FieldSet) -> Value {
             };
             node = node.entry(key).or_insert_with(|| json!({})).as_object_mut().expect("field trees hold objects");
         }
-        let has_children = fields.iter().any(|other| other.len() > path.len() && other.starts_with(path));
+        // Paths are sorted, so a path's children (if any) come right after it.
+        let after = (std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded);
+        let has_children = fields.range::<Path, _>(after).next().is_some_and(|next| next.starts_with(path));
         if has_children {
             node.insert(".".into(), json!({}));
         }

@@ -93,6 +93,8 @@ pub struct State {
     /// Watches from this resourceVersion or later can be served from `history`.
     history_from: u64,
     counter: u64,
+    /// Whether writes become watch events (not while seeding).
+    recording: bool,
     /// The cluster's number in its fleet (for ids and IPs).
     pub index: usize,
     /// The controller's memory.
@@ -147,67 +149,62 @@ impl State {
     }
 
     /// Stores (or, with `None`, removes) an object and records the event.
-    /// Everything that writes goes through here.
+    /// Everything that writes goes through here. Returns the previous object.
     pub fn commit(
         &mut self,
         events: &broadcast::Sender<Arc<WatchEvent>>,
         resource: &ResourceType,
-        mut new: Option<Value>,
+        new: Option<Value>,
         key: (String, String),
     ) -> Option<Value> {
         self.resource_version += 1;
-        let rv = self.resource_version;
+        let rv = json!(self.resource_version.to_string());
+        let recording = self.recording;
         let store = self.objects.entry(resource.storage_key()).or_default();
-        let old = store.get(&key).cloned();
-        let event = match new.as_mut() {
-            Some(object) => {
-                object::metadata_mut(object).insert("resourceVersion".into(), json!(rv.to_string()));
-                store.insert(key.clone(), object.clone());
-                let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
-                WatchEvent {
-                    resource_version: rv,
-                    resource: resource.storage_key(),
-                    kind,
-                    object: object.clone(),
-                    old: old.clone(),
-                }
+        let (kind, facts, event_object, old) = match new {
+            Some(mut object) => {
+                object::metadata_mut(&mut object).insert("resourceVersion".into(), rv);
+                let facts = Facts::of(&object);
+                // Clone only for a watch event; seeding records none.
+                let event_object = recording.then(|| object.clone());
+                let old = store.insert(key, object);
+                (if old.is_some() { EventType::Modified } else { EventType::Added }, facts, event_object, old)
             }
             None => {
-                let removed = store.remove(&key)?;
-                let mut object = removed.clone();
-                object::metadata_mut(&mut object).insert("resourceVersion".into(), json!(rv.to_string()));
-                WatchEvent {
-                    resource_version: rv,
-                    resource: resource.storage_key(),
-                    kind: EventType::Deleted,
-                    object,
-                    old: None,
-                }
+                let mut removed = store.remove(&key)?;
+                object::metadata_mut(&mut removed).insert("resourceVersion".into(), rv);
+                (EventType::Deleted, Facts::of(&removed), Some(removed), None)
             }
         };
-        self.note_change(resource, &event);
-        let event = Arc::new(event);
-        self.history.push_back(event.clone());
-        while self.history.len() > WATCH_HISTORY_COUNT_MAX {
-            if let Some(dropped) = self.history.pop_front() {
-                self.history_from = dropped.resource_version;
+        self.note_change(resource, kind, &facts, old.as_ref());
+        if let (true, Some(object)) = (recording, event_object) {
+            let event = Arc::new(WatchEvent {
+                resource_version: self.resource_version,
+                resource: resource.storage_key(),
+                kind,
+                object,
+                old: old.clone(),
+            });
+            self.history.push_back(event.clone());
+            while self.history.len() > WATCH_HISTORY_COUNT_MAX {
+                if let Some(dropped) = self.history.pop_front() {
+                    self.history_from = dropped.resource_version;
+                }
             }
+            let _ = events.send(event);
         }
-        let _ = events.send(event);
         old
     }
 
     /// Tells the controller what a change means for workloads.
-    fn note_change(&mut self, resource: &ResourceType, event: &WatchEvent) {
-        let object = &event.object;
+    fn note_change(&mut self, resource: &ResourceType, kind: EventType, facts: &Facts, old: Option<&Value>) {
         match resource.plural {
             "deployments" | "statefulsets" | "daemonsets" => {
-                let key = (resource.plural, object::namespace(object).to_string(), object::name(object).to_string());
-                self.controller.dirty.insert(key);
+                self.controller.dirty.insert((resource.plural, facts.namespace.clone(), facts.name.clone()));
             }
             "pods" => {
-                if let Some(owner) = owner_of(object) {
-                    self.controller.dirty.insert(owner);
+                if let Some(owner) = &facts.owner {
+                    self.controller.dirty.insert(owner.clone());
                 }
             }
             _ => {}
@@ -217,13 +214,13 @@ impl State {
         // readiness, look at every workload again.
         let proxies_affected = match resource.plural {
             "services" => true,
-            "pods" if object::namespace(object) == "istio-system" => {
-                event.kind != EventType::Modified
-                    || event.old.as_ref().map(admission::pod_ready) != Some(admission::pod_ready(object))
+            "pods" if facts.namespace == "istio-system" => {
+                kind != EventType::Modified || old.map(admission::pod_ready) != Some(facts.ready)
             }
             _ => false,
         };
-        if proxies_affected {
+        // While seeding, the controller looks at everything once at the end.
+        if proxies_affected && self.recording {
             self.mark_all_workloads();
         }
     }
@@ -241,10 +238,32 @@ impl State {
         }
     }
 
-    /// Forgets the history so far (after seeding: watches start here).
-    pub fn forget_history(&mut self) {
+    /// Starts recording watch events: seeding records none, so watches
+    /// start from the seeded state.
+    pub fn start_recording(&mut self) {
         self.history.clear();
         self.history_from = self.resource_version;
+        self.recording = true;
+    }
+}
+
+/// What the controller needs to know of a changed object.
+#[derive(Debug)]
+struct Facts {
+    namespace: String,
+    name: String,
+    owner: Option<WorkloadKey>,
+    ready: bool,
+}
+
+impl Facts {
+    fn of(object: &Value) -> Self {
+        Self {
+            namespace: object::namespace(object).to_string(),
+            name: object::name(object).to_string(),
+            owner: owner_of(object),
+            ready: admission::pod_ready(object),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::admission;
-use crate::cluster::{Cluster, Rollout, State, WorkloadKey, owner_of, pod_status, short_suffix};
+use crate::cluster::{Cluster, Rollout, State, WorkloadKey, pod_status, short_suffix};
 use crate::object;
 use crate::resources::{self, ResourceType};
 
@@ -157,13 +157,36 @@ pub fn template_hash(template: &Value) -> String {
     out
 }
 
-fn owned_pods(state: &State, workload: &Value, plural: &str) -> Vec<Value> {
+/// A pod of a workload, as the controller needs to know it (no copy of the pod).
+struct OwnedPod {
+    name: String,
+    hash: Option<String>,
+    ready: bool,
+}
+
+fn owned_pods_of<'a>(state: &'a State, workload: &'a Value) -> impl Iterator<Item = &'a Value> + 'a {
     let (namespace, name) = (object::namespace(workload), object::name(workload));
-    state
-        .in_namespace("", "pods", namespace)
-        .filter(|pod| owner_of(pod).is_some_and(|(p, _, owner)| p == plural && owner == name))
-        .cloned()
+    let kind = workload.get("kind").and_then(Value::as_str).unwrap_or_default();
+    state.in_namespace("", "pods", namespace).filter(move |pod| owned_by(pod, kind, name))
+}
+
+fn owned_pods(state: &State, workload: &Value, plural: &str) -> Vec<OwnedPod> {
+    owned_pods_of(state, workload)
+        .map(|pod| OwnedPod {
+            name: object::name(pod).to_string(),
+            hash: object::label(pod, hash_label(plural)).map(str::to_string),
+            ready: admission::pod_ready(pod),
+        })
         .collect()
+}
+
+/// Whether `pod`'s controller is the `kind` named `name` (without allocating).
+fn owned_by(pod: &Value, kind: &str, name: &str) -> bool {
+    let owner = pod.get("metadata").and_then(|m| m.get("ownerReferences")).and_then(|o| o.get(0));
+    owner.is_some_and(|owner| {
+        owner.get("kind").and_then(Value::as_str) == Some(kind)
+            && owner.get("name").and_then(Value::as_str) == Some(name)
+    })
 }
 
 fn hash_label(plural: &str) -> &'static str {
@@ -180,14 +203,15 @@ fn replace_pods(
     replicas: usize,
 ) -> Result<(), String> {
     let pods = owned_pods(state, workload, resource.plural);
-    let current = pods.iter().filter(|pod| object::label(pod, hash_label(resource.plural)) == Some(hash)).count();
+    let namespace = object::namespace(workload).to_string();
+    let current = pods.iter().filter(|pod| pod.hash.as_deref() == Some(hash)).count();
     let mut made = Vec::new();
     for ordinal in current..replicas {
         made.push(new_pod(cluster, state, workload, resource, hash, ordinal)?);
     }
     let pod_type = resources::find("", "v1", "pods").expect("pods are served");
-    for pod in pods.iter().filter(|pod| object::label(pod, hash_label(resource.plural)) != Some(hash)) {
-        state.commit(cluster.events(), pod_type, None, (object::namespace(pod).into(), object::name(pod).into()));
+    for pod in pods.iter().filter(|pod| pod.hash.as_deref() != Some(hash)) {
+        state.commit(cluster.events(), pod_type, None, (namespace.clone(), pod.name.clone()));
     }
     for pod in made {
         let key = (object::namespace(&pod).to_string(), object::name(&pod).to_string());
@@ -206,11 +230,11 @@ fn top_up(
     replicas: usize,
 ) -> Result<(), String> {
     let pods = owned_pods(state, workload, resource.plural);
+    let namespace = object::namespace(workload).to_string();
     let pod_type = resources::find("", "v1", "pods").expect("pods are served");
-    let current: Vec<&Value> =
-        pods.iter().filter(|pod| object::label(pod, hash_label(resource.plural)) == Some(hash)).collect();
+    let current: Vec<&OwnedPod> = pods.iter().filter(|pod| pod.hash.as_deref() == Some(hash)).collect();
     for extra in current.iter().skip(replicas) {
-        state.commit(cluster.events(), pod_type, None, (object::namespace(extra).into(), object::name(extra).into()));
+        state.commit(cluster.events(), pod_type, None, (namespace.clone(), extra.name.clone()));
     }
     for ordinal in current.len()..replicas {
         let pod = new_pod(cluster, state, workload, resource, hash, ordinal)?;
@@ -285,20 +309,17 @@ pub fn proxy_connected(state: &State, pod: &Value) -> bool {
 }
 
 fn update_pod_readiness(cluster: &Cluster, state: &mut State, workload: &Value, crash: bool) {
-    let plural = match workload.get("kind").and_then(Value::as_str) {
-        Some("StatefulSet") => "statefulsets",
-        Some("DaemonSet") => "daemonsets",
-        _ => "deployments",
-    };
     let pod_type = resources::find("", "v1", "pods").expect("pods are served");
-    for pod in owned_pods(state, workload, plural) {
-        let ready = !crash && proxy_connected(state, &pod);
-        let was_ready = admission::pod_ready(&pod);
-        let crashing = pod.pointer("/status/containerStatuses/0/state/waiting/reason").and_then(Value::as_str)
-            == Some("CrashLoopBackOff");
-        if ready == was_ready && crash == crashing {
-            continue;
-        }
+    // Only pods whose readiness changes are copied.
+    let changing: Vec<(Value, bool)> = owned_pods_of(state, workload)
+        .filter_map(|pod| {
+            let ready = !crash && proxy_connected(state, pod);
+            let crashing = pod.pointer("/status/containerStatuses/0/state/waiting/reason").and_then(Value::as_str)
+                == Some("CrashLoopBackOff");
+            (ready != admission::pod_ready(pod) || crash != crashing).then(|| (pod.clone(), ready))
+        })
+        .collect();
+    for (pod, ready) in changing {
         let mut updated = pod.clone();
         let mut status = pod.get("status").cloned().unwrap_or_else(|| json!({}));
         set_ready(&mut status, ready);
@@ -332,6 +353,7 @@ fn set_ready(status: &mut Value, ready: bool) {
 /// Reconciles until nothing is dirty or due, as if every rollout delay had
 /// passed: for seeding a cluster before it serves.
 pub fn settle_now(cluster: &Cluster, state: &mut State) {
+    state.mark_all_workloads();
     let base = Instant::now();
     for round in 1..=20u32 {
         let pretend = base + (cluster.rollout_delay + Duration::from_secs(1)) * round;
@@ -356,8 +378,8 @@ fn write_status(
     now: Instant,
 ) {
     let pods = owned_pods(state, workload, resource.plural);
-    let updated = pods.iter().filter(|pod| object::label(pod, hash_label(resource.plural)) == Some(hash)).count();
-    let ready = pods.iter().filter(|pod| admission::pod_ready(pod)).count();
+    let updated = pods.iter().filter(|pod| pod.hash.as_deref() == Some(hash)).count();
+    let ready = pods.iter().filter(|pod| pod.ready).count();
     let exceeded = rollout.is_some_and(|r| now >= r.started + Duration::from_secs(progress_deadline(workload)));
     let status = match resource.plural {
         "daemonsets" => json!({

@@ -128,6 +128,10 @@ impl Fleet {
         for _ in &names {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.map_err(FleetError::Bind)?);
         }
+        // Seed as many clusters at once as there are cores: more only thrash
+        // the allocator and the caches.
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let slots = Arc::new(tokio::sync::Semaphore::new(cores));
         let mut seeding = tokio::task::JoinSet::new();
         for (index, name) in names.iter().enumerate() {
             let mut faults = config.faults.clone();
@@ -136,7 +140,14 @@ impl Fleet {
             let faults = Arc::new(Faults::new(faults, config.seed.wrapping_add(index as u64 + 1)));
             let cluster = Arc::new(Cluster::new(name, index, config.rollout_delay, faults));
             let (config, revision) = (config.clone(), revision.clone());
-            seeding.spawn_blocking(move || seed(&cluster, &config, &revision).map(|()| (index, cluster)));
+            let slots = slots.clone();
+            seeding.spawn(async move {
+                let _slot = slots.acquire_owned().await.expect("never closed");
+                let name = cluster.name.clone();
+                tokio::task::spawn_blocking(move || seed(&cluster, &config, &revision).map(|()| (index, cluster)))
+                    .await
+                    .map_err(|err| FleetError::Seed { cluster: name, why: err.to_string() })?
+            });
         }
         let mut clusters: Vec<Option<Arc<Cluster>>> = vec![None; names.len()];
         while let Some(joined) = seeding.join_next().await {
@@ -246,7 +257,7 @@ fn seed(cluster: &Cluster, config: &FleetConfig, revision: &Revision) -> Result<
     }
     let mut state = cluster.lock();
     controller::settle_now(cluster, &mut state);
-    state.forget_history();
+    state.start_recording();
     Ok(())
 }
 

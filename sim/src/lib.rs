@@ -47,3 +47,6 @@ mod validate;
 pub use crate::faults::{FaultConfig, Faults};
 pub use crate::fleet::{CLUSTERS_COUNT_MAX, ClusterHandle, Fleet, FleetConfig, FleetError};
 pub use crate::istio::{Revision, control_plane, manifests_yaml, revision_tag};
+
+#[cfg(test)]
+mod injection_tests;

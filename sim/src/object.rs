@@ -5,19 +5,24 @@ use serde_json::{Map, Value, json};
 /// `metadata.name`.
 #[must_use]
 pub fn name(object: &Value) -> &str {
-    object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+    metadata_field(object, "name").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// `metadata.<field>`, without `Value::pointer`'s allocations (hot path).
+fn metadata_field<'a>(object: &'a Value, field: &str) -> Option<&'a Value> {
+    object.get("metadata")?.get(field)
 }
 
 /// `metadata.namespace`.
 #[must_use]
 pub fn namespace(object: &Value) -> &str {
-    object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default()
+    metadata_field(object, "namespace").and_then(Value::as_str).unwrap_or_default()
 }
 
 /// `metadata.labels`.
 #[must_use]
 pub fn labels(object: &Value) -> Option<&Map<String, Value>> {
-    object.pointer("/metadata/labels").and_then(Value::as_object)
+    metadata_field(object, "labels").and_then(Value::as_object)
 }
 
 /// `metadata.labels[key]`.
@@ -29,7 +34,7 @@ pub fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
 /// `metadata.annotations[key]`.
 #[must_use]
 pub fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
-    object.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str)
+    metadata_field(object, "annotations").and_then(|a| a.get(key)).and_then(Value::as_str)
 }
 
 /// `metadata`, created if missing.
@@ -52,7 +57,7 @@ pub fn metadata_map_mut<'a>(object: &'a mut Value, field: &str) -> &'a mut Map<S
 /// `metadata.resourceVersion` as a number.
 #[must_use]
 pub fn resource_version(object: &Value) -> Option<u64> {
-    object.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|rv| rv.parse().ok())
+    metadata_field(object, "resourceVersion").and_then(Value::as_str).and_then(|rv| rv.parse().ok())
 }
 
 /// A DNS-1123 label: at most 63 lowercase alphanumerics or `-`, starting and ending alphanumeric.

@@ -134,6 +134,14 @@ pub fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     Some(key)
 }
 
+/// Whether the map under `field` is atomic (`+mapType=atomic` or
+/// `+structType=atomic` in the Kubernetes types): a patch or an apply
+/// replaces it whole. Service and workload selectors, node selectors.
+#[must_use]
+pub fn is_atomic_map(field: &str) -> bool {
+    matches!(field, "selector" | "nodeSelector" | "namespaceSelector" | "objectSelector")
+}
+
 /// Whether the list under `field` is a set of primitives merged by value.
 #[must_use]
 pub fn is_primitive_set(field: &str) -> bool {
@@ -177,6 +185,7 @@ fn strategic_map(target: &Map<String, Value>, patch: &Map<String, Value>) -> Res
             continue;
         }
         let merged = match (out.get(key), value) {
+            (Some(Value::Object(_)), Value::Object(_)) if is_atomic_map(key) => strip_directives(value),
             (Some(Value::Object(current)), Value::Object(change)) => Value::Object(strategic_map(current, change)?),
             (Some(Value::Array(current)), Value::Array(change)) => Value::Array(strategic_list(key, current, change)?),
             (None, Value::Array(change)) => Value::Array(strategic_list(key, &[], change)?),
@@ -330,5 +339,21 @@ mod tests {
         let finalizers =
             strategic(&json!({"f": ["a", "b"]}), &json!({"$deleteFromPrimitiveList/f": ["a"]})).expect("patch");
         assert_eq!(finalizers, json!({"f": ["b"]}));
+    }
+}
+
+#[cfg(test)]
+mod atomic_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_service_selector_is_replaced_whole() {
+        let live = json!({"spec": {"selector": {"app": "istiod", "istio": "pilot"}, "ports": [{"port": 443}]}});
+        let patched = strategic(&live, &json!({"spec": {"selector": {"app": "istiod", "istio.io/rev": "1-6-8"}}}))
+            .expect("patch");
+        assert_eq!(patched["spec"]["selector"], json!({"app": "istiod", "istio.io/rev": "1-6-8"}));
+        assert_eq!(patched["spec"]["ports"], json!([{"port": 443}]));
     }
 }

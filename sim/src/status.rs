@@ -115,6 +115,18 @@ impl ApiError {
         )
     }
 
+    /// 415 for a request body in a format the simulator does not read.
+    #[must_use]
+    pub fn unsupported_media_type_for_body(content_type: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format ({content_type:?}) - accepted media types include: application/json, application/yaml (the simulator does not read protobuf; use kubectl apply -f or create -f)"
+            ),
+        )
+    }
+
     /// 500.
     #[must_use]
     pub fn internal(message: impl Into<String>) -> Self {

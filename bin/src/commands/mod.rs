@@ -1,6 +1,7 @@
 //! One module per subcommand; this one dispatches and holds what they share.
 
 mod bench;
+mod bench_sim;
 mod history;
 mod list;
 mod resume;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => resume::run(&data_dir, format, &args).await,
         Command::Sim(args) => sim::run(&data_dir, &args).await,
         Command::Bench(BenchCommand::Engine(args)) => bench::engine(&data_dir, format, &args).await,
+        Command::Bench(BenchCommand::Sim(args)) => bench_sim::run(format, &args).await,
     }
 }
 

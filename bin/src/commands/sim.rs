@@ -16,7 +16,12 @@ pub async fn run(data_dir: &Path, args: &SimArgs) -> anyhow::Result<ExitCode> {
         print!("{}", manifests_yaml(&revision).map_err(anyhow::Error::msg)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let faults = match &args.faults {
+        Some(text) => serde_json::from_str(text).map_err(|err| anyhow::anyhow!("--faults {text:?}: {err}"))?,
+        None => canaryflow_sim::FaultConfig::default(),
+    };
     let config = FleetConfig {
+        faults,
         clusters: args.clusters,
         names: args.names.clone(),
         namespaces: args.namespaces,

@@ -6,5 +6,7 @@ mod crash;
 mod cli;
 // The simulator through kube-rs, over HTTP.
 mod sim_kube;
+// The simulator with the real kubectl.
+mod sim_kubectl;
 // Shared helpers for spawning the binaries.
 mod support;

@@ -572,6 +572,11 @@ async fn injection_follows_the_webhooks_present() {
 #[tokio::test]
 async fn validation_is_served_only_while_its_service_has_a_live_istiod() {
     let (_fleet, client) = fleet(quick()).await;
+    let manifests: Vec<Value> = serde_saphyr::from_multiple(
+        &canaryflow_sim::manifests_yaml(&canaryflow_sim::Revision::new("1-6-8", "1.6.8").expect("rev")).expect("yaml"),
+    )
+    .expect("parse");
+    apply_all(&client, &manifests).await;
     let invalid = r#"{"apiVersion":"networking.istio.io/v1beta1","kind":"VirtualService","metadata":{"name":"bad"},"spec":{"hosts":[]}}"#;
     let path = "/apis/networking.istio.io/v1beta1/namespaces/shop/virtualservices?dryRun=All";
     let (code, body) = raw(&client, "POST", path, "application/json", invalid, "application/json").await;
@@ -583,12 +588,29 @@ async fn validation_is_served_only_while_its_service_has_a_live_istiod() {
         "{body}"
     );
 
-    // The seed's bug: remove the non-revisioned istiod, and the base
-    // webhook points at a Service with nothing behind it: fail-open.
+    // The seed's bug: remove the non-revisioned istiod, and the base webhook
+    // (hard-wired to Service `istiod`) has nothing behind it: fail-open.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "istio-system");
     deployments.delete("istiod", &DeleteParams::default()).await.expect("delete istiod");
     let (code, _) = raw(&client, "POST", path, "application/json", invalid, "application/json").await;
     assert_eq!(code, 201, "invalid config slips through");
+
+    // The documented workaround: Service `istiod` pointed at the revision
+    // that should validate (a copy of istiod-1-6-8 under the old name).
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "istio-system");
+    let canary = services.get("istiod-1-6-8").await.expect("istiod-1-6-8");
+    let selector = canary.spec.as_ref().and_then(|spec| spec.selector.clone()).expect("selector");
+    let ports = canary.spec.as_ref().and_then(|spec| spec.ports.clone()).expect("ports");
+    let workaround = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istiod", "namespace": "istio-system"}, "spec": {"selector": selector, "ports": ports}});
+    services
+        .patch("istiod", &PatchParams::apply("canaryflow").force(), &Patch::Apply(&workaround))
+        .await
+        .expect("workaround");
+    eventually(Duration::from_secs(5), "validation served by 1-6-8", || {
+        let client = client.clone();
+        async move { raw(&client, "POST", path, "application/json", invalid, "application/json").await.0 == 400 }
+    })
+    .await;
 }
 
 async fn apply_all(client: &Client, objects: &[Value]) {
@@ -604,4 +626,81 @@ async fn apply_all(client: &Client, objects: &[Value]) {
         let name = object.metadata.name.clone().expect("name");
         api.patch(&name, &PatchParams::apply("canaryflow").force(), &Patch::Apply(&object)).await.expect("apply");
     }
+}
+
+#[tokio::test]
+async fn every_workload_kind_rolls_out_and_the_gateway_follows_its_revision() {
+    let (_fleet, client) = fleet(quick()).await;
+    let apps = json!([
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "shop"},
+         "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                  "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "db:1"}]}}}},
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "namespace": "shop"},
+         "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                  "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "agent", "image": "agent:1"}]}}}},
+        {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "leader", "namespace": "shop"}, "spec": {"holderIdentity": "a"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token", "namespace": "shop"}, "type": "Opaque", "data": {"k": "dg=="}}
+    ]);
+    apply_all(&client, apps.as_array().expect("array")).await;
+    let statefulsets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), "shop");
+    let daemonsets: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(client.clone(), "shop");
+    eventually(Duration::from_secs(5), "the StatefulSet and the DaemonSet ready", || {
+        let (statefulsets, daemonsets) = (statefulsets.clone(), daemonsets.clone());
+        async move {
+            let sts = statefulsets.get("db").await.ok().and_then(|s| s.status).and_then(|s| s.ready_replicas);
+            let ds = daemonsets
+                .get("agent")
+                .await
+                .ok()
+                .and_then(|d| d.status)
+                .map(|s| (s.desired_number_scheduled, s.number_ready));
+            sts == Some(2) && ds == Some((2, 2))
+        }
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    let names: Vec<String> = pods
+        .list(&ListParams::default().labels("app=db"))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(names, ["db-0", "db-1"], "StatefulSet pods are numbered");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "shop");
+    assert_eq!(leases.get("leader").await.expect("lease").spec.and_then(|s| s.holder_identity).as_deref(), Some("a"));
+
+    // The gateway runs the proxy of the revision its Deployment names.
+    let gateway_image = |pods: Vec<Pod>| -> Vec<String> {
+        pods.into_iter()
+            .filter_map(|p| p.spec)
+            .flat_map(|s| s.containers)
+            .filter(|c| c.name == "istio-proxy")
+            .filter_map(|c| c.image)
+            .collect()
+    };
+    let system: Api<Pod> = Api::namespaced(client.clone(), "istio-system");
+    let images =
+        gateway_image(system.list(&ListParams::default().labels("istio=ingressgateway")).await.expect("pods").items);
+    assert_eq!(images, ["docker.io/istio/proxyv2:1.6.5"]);
+    let manifests: Vec<Value> = serde_saphyr::from_multiple(
+        &canaryflow_sim::manifests_yaml(&canaryflow_sim::Revision::new("1-6-8", "1.6.8").expect("rev")).expect("yaml"),
+    )
+    .expect("parse");
+    apply_all(&client, &manifests).await;
+    eventually(Duration::from_secs(5), "the gateway upgraded in place to 1.6.8", || {
+        let system = system.clone();
+        async move {
+            let pods = system.list(&ListParams::default().labels("istio=ingressgateway")).await.expect("pods").items;
+            let ready = pods.iter().all(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
+            ready && gateway_image(pods) == ["docker.io/istio/proxyv2:1.6.8"]
+        }
+    })
+    .await;
 }

@@ -1,0 +1,329 @@
+//! The injection rules of ISTIO-REFERENCE.md §4, as a table: namespace
+//! labels x pod labels x webhooks present -> the revision that injects, or
+//! none. Each case creates a pod through the same admission as the API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::admission;
+use crate::cluster::{Cluster, WriteOptions};
+use crate::controller;
+use crate::faults::{FaultConfig, Faults};
+use crate::istio::{self, Revision};
+use crate::resources;
+
+fn create(cluster: &Cluster, object: Value) -> Result<Value, String> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+    let resource = resources::by_kind(group, object["kind"].as_str().unwrap_or_default()).expect("known kind");
+    let namespace = crate::object::namespace(&object).to_string();
+    let options = WriteOptions { manager: "test".into(), ..WriteOptions::default() };
+    cluster.create(resource, &namespace, object, &options).map_err(|err| err.message)
+}
+
+/// A cluster with these revisions installed (the first is the base) and these tags.
+fn cluster(revisions: &[(&str, &str)], tags: &[(&str, &str)]) -> Cluster {
+    let cluster = Cluster::new("table", 0, Duration::ZERO, Arc::new(Faults::new(FaultConfig::default(), 1)));
+    for name in ["kube-system", "default"] {
+        create(&cluster, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+            .expect("namespace");
+    }
+    for object in istio::base(revisions[0].1) {
+        create(&cluster, object).expect("base");
+    }
+    for (name, version) in revisions {
+        for object in istio::control_plane(&Revision::new(name, version).expect("revision")) {
+            // The gateway is one object that each revision upgrades in place:
+            // a later revision's copy is an update, not a new object.
+            match create(&cluster, object) {
+                Err(why) if why.contains("istio-ingressgateway") && why.contains("already exists") => {}
+                other => {
+                    other.expect("control plane");
+                }
+            }
+        }
+    }
+    for (tag, target) in tags {
+        let version = revisions.iter().find(|(name, _)| name == target).expect("target installed").1;
+        create(&cluster, istio::revision_tag(tag, &Revision::new(target, version).expect("revision"))).expect("tag");
+    }
+    let mut state = cluster.lock();
+    controller::settle_now(&cluster, &mut state);
+    state.start_recording();
+    drop(state);
+    cluster
+}
+
+/// Creates a pod in a fresh namespace; returns the revision that injected it.
+fn injected(
+    cluster: &Cluster,
+    case: usize,
+    namespace: &str,
+    namespace_labels: Value,
+    pod_labels: Value,
+    pod_annotations: Value,
+    host_network: bool,
+) -> Result<Option<String>, String> {
+    let namespace = if namespace.is_empty() { format!("case-{case}") } else { namespace.to_string() };
+    if cluster.lock().get("", "namespaces", "", &namespace).is_none() {
+        create(
+            cluster,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": namespace_labels}}),
+        )?;
+    }
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("pod-{case}"), "namespace": namespace, "labels": pod_labels, "annotations": pod_annotations},
+        "spec": {"hostNetwork": host_network, "containers": [{"name": "app", "image": "app:1"}]}});
+    let created = create(cluster, pod)?;
+    Ok(admission::proxy_service(&created).map(|service| {
+        if service == "istiod" { "default".to_string() } else { service.trim_start_matches("istiod-").to_string() }
+    }))
+}
+
+type Case = (&'static str, Value, Value, Value, bool, Option<&'static str>);
+
+fn run_table(cluster: &Cluster, cases: Vec<Case>) {
+    for (number, (why, ns, pod_labels, pod_annotations, host_network, expected)) in cases.into_iter().enumerate() {
+        let namespace = if why.contains("kube-system") { "kube-system" } else { "" };
+        let got = injected(cluster, number, namespace, ns, pod_labels, pod_annotations, host_network)
+            .unwrap_or_else(|err| panic!("case {number} ({why}): {err}"));
+        assert_eq!(got.as_deref(), expected, "case {number}: {why}");
+    }
+}
+
+#[test]
+fn injection_table_for_revision_webhooks_of_1_10_and_later() {
+    let cluster = cluster(&[("default", "1.10.0"), ("canary", "1.11.0")], &[("prod-stable", "canary")]);
+    let none = json!({});
+    run_table(
+        &cluster,
+        vec![
+            (
+                "istio-injection=enabled: the default revision",
+                json!({"istio-injection": "enabled"}),
+                none.clone(),
+                none.clone(),
+                false,
+                Some("default"),
+            ),
+            (
+                "istio-injection takes precedence over istio.io/rev",
+                json!({"istio-injection": "enabled", "istio.io/rev": "canary"}),
+                none.clone(),
+                none.clone(),
+                false,
+                Some("default"),
+            ),
+            (
+                "istio-injection=disabled: no webhook matches",
+                json!({"istio-injection": "disabled", "istio.io/rev": "canary"}),
+                none.clone(),
+                none.clone(),
+                false,
+                None,
+            ),
+            (
+                "namespace istio.io/rev picks the revision",
+                json!({"istio.io/rev": "canary"}),
+                none.clone(),
+                none.clone(),
+                false,
+                Some("canary"),
+            ),
+            (
+                "the namespace label wins over the pod's (istio#48317)",
+                json!({"istio.io/rev": "canary"}),
+                json!({"istio.io/rev": "default"}),
+                none.clone(),
+                false,
+                Some("canary"),
+            ),
+            (
+                "sidecar.istio.io/inject=false label excludes the pod",
+                json!({"istio.io/rev": "canary"}),
+                json!({"sidecar.istio.io/inject": "false"}),
+                none.clone(),
+                false,
+                None,
+            ),
+            (
+                "no namespace label: the pod's istio.io/rev",
+                none.clone(),
+                json!({"istio.io/rev": "canary"}),
+                none.clone(),
+                false,
+                Some("canary"),
+            ),
+            (
+                "no namespace label: inject=true means the default",
+                none.clone(),
+                json!({"sidecar.istio.io/inject": "true"}),
+                none.clone(),
+                false,
+                Some("default"),
+            ),
+            ("no labels anywhere: no injection", none.clone(), none.clone(), none.clone(), false, None),
+            (
+                "a revision tag injects for its revision",
+                json!({"istio.io/rev": "prod-stable"}),
+                none.clone(),
+                none.clone(),
+                false,
+                Some("canary"),
+            ),
+            (
+                "istio.io/rev=default selects the default revision",
+                json!({"istio.io/rev": "default"}),
+                none.clone(),
+                none.clone(),
+                false,
+                Some("default"),
+            ),
+            (
+                "the inject=false annotation is istiod's stage-2 no",
+                json!({"istio-injection": "enabled"}),
+                none.clone(),
+                json!({"sidecar.istio.io/inject": "false"}),
+                false,
+                None,
+            ),
+            (
+                "hostNetwork pods are never injected",
+                json!({"istio-injection": "enabled"}),
+                none.clone(),
+                none.clone(),
+                true,
+                None,
+            ),
+            ("kube-system is ignored", json!({"istio-injection": "enabled"}), none.clone(), none.clone(), false, None),
+            (
+                "a revision with no webhook injects nothing",
+                json!({"istio.io/rev": "1-99-0"}),
+                none.clone(),
+                none.clone(),
+                false,
+                None,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn injection_table_for_the_single_webhook_of_1_6() {
+    let cluster = cluster(&[("default", "1.6.5"), ("1-6-8", "1.6.8")], &[]);
+    let none = json!({});
+    run_table(
+        &cluster,
+        vec![
+            (
+                "istio-injection=enabled: the default revision",
+                json!({"istio-injection": "enabled"}),
+                none.clone(),
+                none.clone(),
+                false,
+                Some("default"),
+            ),
+            (
+                "istio-injection takes precedence",
+                json!({"istio-injection": "enabled", "istio.io/rev": "1-6-8"}),
+                none.clone(),
+                none.clone(),
+                false,
+                Some("default"),
+            ),
+            (
+                "namespace istio.io/rev",
+                json!({"istio.io/rev": "1-6-8"}),
+                none.clone(),
+                none.clone(),
+                false,
+                Some("1-6-8"),
+            ),
+            (
+                "1.6 has no object-selector webhooks: a pod label alone does nothing",
+                none.clone(),
+                json!({"istio.io/rev": "1-6-8"}),
+                none.clone(),
+                false,
+                None,
+            ),
+            (
+                "nor does inject=true without a namespace label",
+                none.clone(),
+                json!({"sidecar.istio.io/inject": "true"}),
+                none.clone(),
+                false,
+                None,
+            ),
+            (
+                "inject=false label excludes",
+                json!({"istio.io/rev": "1-6-8"}),
+                json!({"sidecar.istio.io/inject": "false"}),
+                none.clone(),
+                false,
+                None,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn what_a_webhook_does_when_its_revision_is_gone_or_down() {
+    let cluster = cluster(&[("default", "1.10.0"), ("canary", "1.11.0")], &[]);
+    // The webhook is deleted: nothing matches, the pod runs without a sidecar.
+    let mut state = cluster.lock();
+    let webhooks =
+        resources::find("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations").expect("served");
+    cluster.remove(&mut state, webhooks, "", "istio-sidecar-injector-canary");
+    drop(state);
+    let got =
+        injected(&cluster, 1, "", json!({"istio.io/rev": "canary"}), json!({}), json!({}), false).expect("created");
+    assert_eq!(got, None);
+
+    // The webhook exists but its istiod is down: failurePolicy Fail refuses the pod.
+    let cluster = self::cluster(&[("default", "1.10.0"), ("canary", "1.11.0")], &[]);
+    let mut state = cluster.lock();
+    let deployments = resources::find("apps", "v1", "deployments").expect("served");
+    cluster.remove(&mut state, deployments, "istio-system", "istiod-canary");
+    drop(state);
+    let err =
+        injected(&cluster, 2, "", json!({"istio.io/rev": "canary"}), json!({}), json!({}), false).expect_err("refused");
+    assert!(
+        err.contains("failed calling webhook \"rev.namespace.sidecar-injector.istio.io\"")
+            && err.contains("no endpoints available for service \"istiod-canary\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_marks_of_injection_follow_the_version() {
+    for (version, status_revision, annotation, label) in
+        [("1.6.8", false, false, true), ("1.11.0", true, false, false), ("1.20.0", true, true, false)]
+    {
+        let name = format!("v{}", version.replace('.', "-"));
+        let cluster = cluster(&[(name.as_str(), version)], &[]);
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app", "labels": {"istio.io/rev": name}}});
+        create(&cluster, namespace).expect("namespace");
+        let pod = create(&cluster, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "app"}, "spec": {"containers": [{"name": "a", "image": "a"}]}})).expect("pod");
+        let status: Value = serde_json::from_str(
+            pod["metadata"]["annotations"]["sidecar.istio.io/status"].as_str().expect("status annotation"),
+        )
+        .expect("json");
+        assert_eq!(status.get("revision").is_some(), status_revision, "{version}: revision in sidecar.istio.io/status");
+        assert_eq!(
+            pod["metadata"]["annotations"].get("istio.io/rev").is_some(),
+            annotation,
+            "{version}: istio.io/rev annotation"
+        );
+        assert_eq!(pod["metadata"]["labels"].get("istio.io/rev").is_some(), label, "{version}: istio.io/rev pod label");
+        let proxy = pod["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+            .iter()
+            .find(|c| c["name"] == "istio-proxy")
+            .expect("proxy");
+        assert_eq!(proxy["image"], json!(format!("docker.io/istio/proxyv2:{version}")));
+    }
+}
