@@ -35,6 +35,12 @@ pub enum Format {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show every step of an upgrade, with its compensation, before anything runs (reads the clusters only).
+    Plan(PlanArgs),
+    /// Start an upgrade and run it in the foreground; prints its workflow id first.
+    Start(StartArgs),
+    /// Roll an upgrade back (all of it, or one cluster), in the foreground.
+    Rollback(RollbackArgs),
     /// List workflows, newest last.
     List(ListArgs),
     /// Show one workflow: its status and every step's.
@@ -110,6 +116,55 @@ pub enum SimAction {
         #[arg(long)]
         version: String,
     },
+}
+
+/// `plan` flags.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The upgrade spec (apiVersion: canaryflow.io/v1, kind: Upgrade).
+    #[arg(short = 'f', long = "file", value_name = "SPEC")]
+    pub file: PathBuf,
+}
+
+/// `start` flags.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The upgrade spec (apiVersion: canaryflow.io/v1, kind: Upgrade).
+    #[arg(short = 'f', long = "file", value_name = "SPEC")]
+    pub file: PathBuf,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value_t = Progress::Plain)]
+    pub progress: Progress,
+}
+
+/// Progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// A line per step as it starts and ends.
+    Plain,
+    /// A JSON object per event, one per line.
+    Json,
+    /// Nothing until the end.
+    Quiet,
+}
+
+/// `rollback` flags.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The workflow id.
+    pub id: String,
+    /// Roll back only this cluster.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Skip the compensations of irreversible steps instead of stopping at them.
+    #[arg(long)]
+    pub allow_irreversible: bool,
+    /// Why (recorded in the history).
+    #[arg(long, default_value = "requested by an operator")]
+    pub reason: String,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value_t = Progress::Plain)]
+    pub progress: Progress,
 }
 
 /// `list` flags.

@@ -7,6 +7,7 @@ mod activities;
 mod cli;
 mod commands;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 

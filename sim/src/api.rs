@@ -264,7 +264,17 @@ impl Request<'_> {
             Some(_) => return Err(ApiError::method_not_allowed()),
         }
         match *self.method {
-            Method::GET => Ok(json_response(StatusCode::OK, &self.cluster.get(resource, namespace, name)?)),
+            Method::GET => {
+                let object = self.cluster.get(resource, namespace, name)?;
+                if self.wants_table() {
+                    let rv = crate::object::resource_version(&object).unwrap_or(0);
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &table::table(resource.plural, &[object], rv, self.cluster.now_seconds(), true),
+                    ));
+                }
+                Ok(json_response(StatusCode::OK, &object))
+            }
             Method::PUT => Ok(json_response(
                 StatusCode::OK,
                 &self.cluster.replace(resource, namespace, name, self.json_body()?, &self.options(false)?)?,

@@ -7,6 +7,7 @@ mod list;
 mod resume;
 mod sim;
 mod status;
+mod upgrade;
 mod verify;
 mod view;
 
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use canaryflow_engine::{Engine, EngineConfig};
+use canaryflow_engine::{Engine, EngineConfig, Failpoints};
 use canaryflow_store::{OpenMode, Store, WorkflowId};
 
 use crate::activities;
@@ -32,6 +33,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reindex => verify::reindex(&data_dir, format).await,
         Command::Resume(args) => resume::run(&data_dir, format, &args).await,
         Command::Sim(args) => sim::run(&data_dir, &args).await,
+        Command::Plan(args) => upgrade::plan(format, &args).await,
+        Command::Start(args) => upgrade::start(&data_dir, format, &args).await,
+        Command::Rollback(args) => upgrade::rollback(&data_dir, format, &args).await,
         Command::Bench(BenchCommand::Engine(args)) => bench::engine(&data_dir, format, &args).await,
         Command::Bench(BenchCommand::Sim(args)) => bench_sim::run(format, &args).await,
     }
@@ -62,9 +66,15 @@ async fn open_store(path: &std::path::Path, mode: OpenMode) -> anyhow::Result<St
 }
 
 /// An engine over the store with every activity this binary knows.
+///
+/// `$CANARYFLOW_CRASH_AFTER_SEQ=N` makes the process abort right after the
+/// event with sequence number N is recorded: a testing aid (crash tests,
+/// `demo --crash-after`), never set in normal use.
 fn engine(store: Store) -> Engine {
     let actor = std::env::var("USER").unwrap_or_else(|_| "canaryflow".into());
-    Engine::new(store, activities::registry(), EngineConfig { actor, ..EngineConfig::default() })
+    let crash_after_seq = std::env::var("CANARYFLOW_CRASH_AFTER_SEQ").ok().and_then(|seq| seq.parse().ok());
+    let failpoints = Failpoints { crash_after_seq, crash_before_seq: None };
+    Engine::new(store, activities::registry(), EngineConfig { actor, failpoints, ..EngineConfig::default() })
 }
 
 fn parse_id(text: &str) -> anyhow::Result<WorkflowId> {

@@ -355,20 +355,36 @@ fn group_rolled_back(state: &WorkflowState, step: &StepState) -> bool {
 }
 
 /// Groups in progress: some step started, not every step in effect, not rolled back.
+///
+/// A group in progress holds its slot while it runs something, or has a
+/// step ready to run whose dependencies are all inside the group. A group
+/// whose next steps wait on something outside it (a wave's gate) is parked:
+/// it holds no slot, and must take one again when it goes on. Otherwise
+/// clusters waiting at a gate would hold every slot, and the clusters the
+/// gate waits for could never start.
 fn active_groups(state: &WorkflowState) -> BTreeSet<&str> {
     let mut started = BTreeSet::new();
-    let mut unfinished = BTreeSet::new();
+    let mut busy = BTreeSet::new();
     for step in &state.steps {
         let Some(group) = step.spec.group.as_deref() else { continue };
         if step.attempts > 0 {
             started.insert(group);
         }
-        if !step.in_effect() {
-            unfinished.insert(group);
+        let running = matches!(step.forward, Forward::Running { .. } | Forward::Retrying { .. })
+            || matches!(step.compensation, Compensating::Running { .. } | Compensating::Retrying { .. });
+        let internally_ready = step.forward == Forward::Pending
+            && dependencies_done(state, step)
+            && step
+                .spec
+                .depends_on
+                .iter()
+                .all(|dep| state.step(dep).is_some_and(|d| d.spec.group.as_deref() == Some(group)));
+        if running || internally_ready {
+            busy.insert(group);
         }
     }
     started
-        .intersection(&unfinished)
+        .intersection(&busy)
         .copied()
         .filter(|group| !matches!(state.group_rollbacks.get(*group), Some(GroupRollback::RolledBack)))
         .collect()

@@ -194,6 +194,69 @@ fn group_limits_cap_groups_in_progress() {
 }
 
 #[test]
+fn groups_waiting_on_a_gate_give_up_their_slots_and_take_them_back_after() {
+    // Goal: 4 clusters, at most 2 at once, each verifying before a shared
+    // gate and finishing after it. Without parking, clusters 1 and 2 would
+    // hold both slots at the gate, and 3 and 4 could never start.
+    let mut steps = Vec::new();
+    let clusters = ["c1", "c2", "c3", "c4"];
+    for cluster in clusters {
+        steps.push(grouped(&format!("{cluster}/verify"), cluster, &[]));
+    }
+    let verifies: Vec<String> = clusters.iter().map(|c| format!("{c}/verify")).collect();
+    let mut gate = step("gate", &verifies.iter().map(String::as_str).collect::<Vec<_>>());
+    gate.compensation = Compensation::None;
+    steps.push(gate);
+    for cluster in clusters {
+        steps.push(grouped(&format!("{cluster}/uninstall"), cluster, &[&format!("{cluster}/verify"), "gate"]));
+    }
+    let mut plan = plan(steps, FailurePolicy::Pause);
+    plan.group_limits.push(GroupLimit {
+        name: "wave".into(),
+        groups: clusters.iter().map(|c| c.to_string()).collect(),
+        active_max: 2,
+    });
+    let mut world = World::new(plan);
+    for step in ["c1/uninstall", "c2/uninstall", "c3/uninstall", "c4/uninstall"] {
+        world.forward.insert((step.into(), 1), Outcome::Hang);
+    }
+    world.run(true);
+    let running: Vec<&str> = world
+        .state
+        .steps
+        .iter()
+        .filter(|s| matches!(s.forward, Forward::Running { .. }))
+        .map(|s| s.spec.id.as_str())
+        .collect();
+    assert_eq!(running, ["c1/uninstall", "c2/uninstall"], "the gate passed, and only two clusters went on at once");
+    // Through the whole run, no more than two clusters ever ran at once.
+    let mut in_flight: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut most = 0;
+    for recorded in &world.history {
+        match &recorded.event {
+            Event::StepStarted(e) => {
+                in_flight.insert(e.step.as_str().split('/').next().unwrap_or_default().to_string());
+            }
+            Event::StepSucceeded(e) => {
+                in_flight.remove(e.step.as_str().split('/').next().unwrap_or_default());
+            }
+            _ => {}
+        }
+        most = most.max(in_flight.iter().filter(|g| g.starts_with('c')).count());
+    }
+    assert!(most <= 2, "at most two clusters at once, saw {most}");
+    for step in ["c1/uninstall", "c2/uninstall"] {
+        world.complete(step, Outcome::Succeed);
+        world.run(true);
+    }
+    for step in ["c3/uninstall", "c4/uninstall"] {
+        world.complete(step, Outcome::Succeed);
+        world.run(true);
+    }
+    assert_eq!(world.state.status(), Status::Succeeded);
+}
+
+#[test]
 fn a_sleep_records_its_fire_time_and_fires_only_then() {
     let mut sleep = step("soak", &[]);
     sleep.action = StepAction::Sleep { duration_ms: 600_000 };

@@ -40,6 +40,11 @@ pub struct ActivityContext {
     pub idempotency_key: String,
     /// Set when this is a compensation: what the forward step was given and returned.
     pub compensating: Option<Compensating>,
+    /// The workflow's input (its definition's input, recorded when it started): data
+    /// every step may need, kept once in the log rather than in each step's input.
+    pub workflow_input: std::sync::Arc<Payload>,
+    /// The recorded outputs of the steps this step depends on (those that have one).
+    pub dependency_outputs: BTreeMap<StepId, Payload>,
 }
 
 /// What a compensation knows of the step it undoes.

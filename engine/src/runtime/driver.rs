@@ -60,12 +60,16 @@ pub(crate) struct Driver {
     unrecorded: Vec<RecordedEvent>,
     launches: Vec<Launch>,
     replies: Vec<(oneshot::Sender<Result<u64>>, u64)>,
+    /// The workflow's input, shared with every activity.
+    input: std::sync::Arc<Payload>,
 }
 
 impl Driver {
     pub(crate) fn new(engine: Arc<EngineInner>, state: WorkflowState, inbox: mpsc::Receiver<Inbox>) -> Self {
         let (results_sender, results) = mpsc::channel(RESULTS_COUNT_MAX);
+        let input = std::sync::Arc::new(state.input.clone());
         Self {
+            input,
             engine,
             state,
             inbox,
@@ -209,6 +213,12 @@ impl Driver {
                 },
                 forward_output: step_state.output.clone(),
             }),
+            workflow_input: self.input.clone(),
+            dependency_outputs: spec
+                .depends_on
+                .iter()
+                .filter_map(|dep| Some((dep.clone(), self.state.step(dep)?.output.clone()?)))
+                .collect(),
         };
         let activity = self.engine.registry.get(&name);
         let span = tracing::info_span!("step", step = %step, attempt, compensating, resumed);

@@ -1,0 +1,172 @@
+//! `canaryflow plan`, `start` and `rollback`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use canaryflow_engine::{Engine, RunOutcome, Scope, Signal};
+use canaryflow_store::{OpenMode, Status, WorkflowId};
+use canaryflow_workflows::{ClusterDiscovery, Prepared, compensation_of, prepare};
+use serde::Serialize;
+
+use crate::cli::{Format, PlanArgs, Progress, RollbackArgs, StartArgs};
+use crate::commands::{engine, open_store, parse_id};
+use crate::output::{Table, print_json};
+use crate::progress::Printer;
+
+#[derive(Serialize)]
+struct PlannedStep {
+    id: String,
+    does: String,
+    cluster: Option<String>,
+    after: Vec<String>,
+    undo: String,
+}
+
+#[derive(Serialize)]
+struct PlanView<'a> {
+    name: &'a str,
+    from: &'a str,
+    to: &'a str,
+    to_version: &'a str,
+    clusters: &'a [ClusterDiscovery],
+    steps: Vec<PlannedStep>,
+}
+
+async fn prepared(file: &Path) -> anyhow::Result<Prepared> {
+    prepare(file).await.map_err(|err| anyhow::anyhow!("{err}"))
+}
+
+pub async fn plan(format: Format, args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let prepared = prepared(&args.file).await?;
+    let workflow = prepared.workflow().map_err(|err| anyhow::anyhow!("{err}"))?;
+    let steps: Vec<PlannedStep> = workflow
+        .plan
+        .steps
+        .iter()
+        .map(|step| PlannedStep {
+            id: step.id.to_string(),
+            does: step.title.clone(),
+            cluster: step.group.clone(),
+            after: step.depends_on.iter().map(ToString::to_string).collect(),
+            undo: compensation_of(step),
+        })
+        .collect();
+    let spec = &prepared.spec;
+    let view = PlanView {
+        name: &spec.name,
+        from: &spec.from.0,
+        to: &spec.to.0,
+        to_version: &spec.to_version,
+        clusters: &prepared.clusters,
+        steps,
+    };
+    if format == Format::Json {
+        print_json(&view)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Upgrade {}: revision {} -> {} (Istio {})", view.name, view.from, view.to, view.to_version);
+    for cluster in &prepared.clusters {
+        println!();
+        println!(
+            "Cluster {} (context {}, Kubernetes {}, Istio {} now):",
+            cluster.cluster.name, cluster.cluster.context, cluster.kubernetes_version, cluster.from_version
+        );
+        for namespace in &cluster.namespaces {
+            let workloads: Vec<String> =
+                namespace.workloads.iter().map(|w| format!("{}/{}", w.kind.to_lowercase(), w.name)).collect();
+            println!("  namespace {:<20} {} workloads: {}", namespace.name, workloads.len(), workloads.join(", "));
+        }
+        for gateway in &cluster.gateways {
+            println!("  gateway   {}/{} (on {})", gateway.namespace, gateway.name, gateway.revision);
+        }
+    }
+    println!();
+    let mut table = Table::new(&["STEP", "DOES", "UNDO"]);
+    for step in &view.steps {
+        table.row(vec![step.id.clone(), step.does.clone(), step.undo.clone()]);
+    }
+    table.print();
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn start(data_dir: &Path, format: Format, args: &StartArgs) -> anyhow::Result<ExitCode> {
+    // Everything that can be wrong with the spec or the clusters is found
+    // before the data directory is touched.
+    let prepared = prepared(&args.file).await?;
+    let workflow = prepared.workflow().map_err(|err| anyhow::anyhow!("{err}"))?;
+    let steps = workflow.plan.steps.len();
+    let engine = engine(open_store(data_dir, OpenMode::CreateIfMissing).await?);
+    let id = engine.start(workflow).await?;
+    if format == Format::Table && args.progress != Progress::Json {
+        println!("Workflow {id} started: {} ({steps} steps)", prepared.spec.name);
+        println!("  follow:   canaryflow status {id}");
+        println!("  history:  canaryflow history {id}");
+        println!("  undo:     canaryflow rollback {id}");
+    } else {
+        println!("{}", serde_json::json!({"workflow": id.to_string(), "name": prepared.spec.name, "steps": steps}));
+    }
+    let outcome = run(&engine, id, args.progress).await?;
+    Ok(report(&outcome, format, "upgrade"))
+}
+
+pub async fn rollback(data_dir: &Path, format: Format, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
+    let id = parse_id(&args.id)?;
+    let engine = engine(open_store(data_dir, OpenMode::Existing).await?);
+    let scope = match &args.cluster {
+        Some(cluster) => Scope::Group(cluster.clone()),
+        None => Scope::All,
+    };
+    let signal = Signal::Rollback {
+        scope: scope.clone(),
+        reason: args.reason.clone(),
+        allow_irreversible: args.allow_irreversible,
+    };
+    engine.signal(id, signal).await.with_context(|| format!("rollback of {id}"))?;
+    println!("Rolling back {scope} of workflow {id}.");
+    let outcome = run(&engine, id, args.progress).await?;
+    if let Scope::Group(cluster) = &scope {
+        let state = engine.load_state(id).await?;
+        let done = matches!(state.group_rollbacks.get(cluster), Some(canaryflow_engine::GroupRollback::RolledBack));
+        println!(
+            "{}",
+            if done {
+                format!("Cluster {cluster} is rolled back.")
+            } else {
+                format!("Cluster {cluster} is not rolled back: {}", outcome.status)
+            }
+        );
+        return Ok(if done { ExitCode::SUCCESS } else { ExitCode::from(crate::EXIT_NEEDS_OPERATOR) });
+    }
+    Ok(report(&outcome, format, "rollback"))
+}
+
+/// Runs the workflow in the foreground with progress.
+async fn run(engine: &Engine, id: WorkflowId, progress: Progress) -> anyhow::Result<RunOutcome> {
+    let printer = Printer::start(engine, id, progress);
+    let outcome = engine.run(id).await;
+    printer.finish().await;
+    Ok(outcome?)
+}
+
+/// Prints the end and picks the exit status: 0 when what was asked is
+/// done, 3 when an operator must decide, 1 when it failed.
+fn report(outcome: &RunOutcome, format: Format, what: &str) -> ExitCode {
+    let reason = outcome.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    if format == Format::Json {
+        println!(
+            "{}",
+            serde_json::json!({"workflow": outcome.id.to_string(), "status": outcome.status.as_str(), "reason": outcome.reason})
+        );
+    } else {
+        println!("Workflow {} {}{reason}", outcome.id, outcome.status);
+    }
+    match (what, outcome.status) {
+        ("upgrade", Status::Succeeded) | ("rollback", Status::RolledBack) => ExitCode::SUCCESS,
+        (_, Status::Paused | Status::Failed) => {
+            println!("It needs a decision: canaryflow resume {0}, or canaryflow rollback {0}", outcome.id);
+            ExitCode::from(crate::EXIT_NEEDS_OPERATOR)
+        }
+        _ => ExitCode::FAILURE,
+    }
+}

@@ -1,0 +1,365 @@
+//! Namespaces: relabel and restart (one step, because their undo must run
+//! in the same order: labels back first, then restart), the tag flow's
+//! equivalent, verification that every proxy is the new one, and the wave
+//! health gate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canaryflow_engine::{ActivityContext, ActivityError, ActivityOutput, StepId};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::{Env, decode, forward_output, output};
+use crate::discovery::workloads;
+use crate::inputs::{
+    HealthInput, InjectionLabels, MoveInput, MoveOutput, MoveTagInput, MoveTagOutput, Target, VerifyInput,
+    VerifyOutput, WorkloadRef,
+};
+use crate::istio::injected_by;
+use crate::kube_ops::{ClusterClient, FIELD_MANAGER, clean, get_workload, kube_error, rollout_done, to_json, wait_for};
+
+/// The pod-template annotation that restarts a workload. Its value is the
+/// step's idempotency key: a re-run sets the same value, which changes
+/// nothing and starts no second rollout.
+pub const RESTART_ANNOTATION: &str = "canaryflow.io/restart";
+
+fn params() -> PatchParams {
+    PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() }
+}
+
+/// Relabels a namespace for the new revision and restarts its workloads.
+pub(super) async fn move_namespace(
+    env: Arc<Env>,
+    context: ActivityContext,
+    input: MoveInput,
+) -> Result<ActivityOutput, ActivityError> {
+    let client = env.clusters.get(&input.target.cluster).await?;
+    let name = &input.namespace.name;
+    let namespaces: Api<Namespace> = Api::all(client.client.clone());
+    let Some(live) =
+        namespaces.get_opt(name).await.map_err(|err| kube_error(&format!("read namespace {name}"), err))?
+    else {
+        return Err(ActivityError::fatal("precondition", format!("namespace {name} no longer exists")));
+    };
+    let live_labels = labels_of(&to_json(live));
+    let moved = InjectionLabels { istio_injection: None, istio_rev: Some(input.target.to.0.clone()) };
+    // A re-run after a crash finds it moved already: what it was is what planning saw.
+    let labels_before = if live_labels == moved { input.namespace.labels.clone() } else { live_labels };
+    set_labels(&client, name, &moved).await?;
+    let restarted = workloads(&client, name).await?;
+    restart(&client, name, &restarted, &context.idempotency_key).await?;
+    wait_rollouts(&env, &client, name, &restarted, input.timeout_ms).await?;
+    output(&MoveOutput { labels_before, restarted })
+}
+
+/// Undoes `move_namespace`: labels back first, then a restart, so that the
+/// pods return to the revision the labels name.
+pub(super) async fn restore_namespace(
+    env: Arc<Env>,
+    context: ActivityContext,
+    input: MoveInput,
+) -> Result<ActivityOutput, ActivityError> {
+    let client = env.clusters.get(&input.target.cluster).await?;
+    let name = &input.namespace.name;
+    let recorded: Option<MoveOutput> = forward_output(&context);
+    let before = recorded.as_ref().map_or_else(|| input.namespace.labels.clone(), |r| r.labels_before.clone());
+    set_labels(&client, name, &before).await?;
+    let restarted = match recorded {
+        Some(recorded) if !recorded.restarted.is_empty() => recorded.restarted,
+        _ => workloads(&client, name).await?,
+    };
+    restart(&client, name, &restarted, &context.idempotency_key).await?;
+    wait_rollouts(&env, &client, name, &restarted, input.timeout_ms).await?;
+    let on_new = pods_on(&client, name, &input.target.to.0).await?;
+    if !on_new.is_empty() {
+        return Err(ActivityError::retryable(
+            "rollout",
+            format!("pods in {name} still run revision {}: {}", input.target.to, on_new.join(", ")),
+        ));
+    }
+    output(&json!({"labels": before, "restarted": restarted.len()}))
+}
+
+/// Points the revision tag at the new revision (what `istioctl tag set
+/// <tag> --revision <to> --overwrite` does) and restarts its namespaces.
+pub(super) async fn move_tag(
+    env: Arc<Env>,
+    context: ActivityContext,
+    input: MoveTagInput,
+) -> Result<ActivityOutput, ActivityError> {
+    let client = env.clusters.get(&input.target.cluster).await?;
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.client.clone());
+    let name = format!("istio-revision-tag-{}", input.tag);
+    let Some(live) = api.get_opt(&name).await.map_err(|err| kube_error(&format!("read {name}"), err))? else {
+        return Err(ActivityError::fatal("precondition", format!("revision tag {} no longer exists", input.tag)));
+    };
+    let live = webhook_typed(clean(to_json(live)));
+    let points_at =
+        live.pointer("/metadata/labels/istio.io~1rev").and_then(Value::as_str).unwrap_or_default().to_string();
+    let webhook_before = if points_at == input.target.to.0 { input.webhook_before.clone() } else { Some(live.clone()) };
+    client.apply(&retarget(live, &input.target.to.0, &input.target.to.istiod()), true).await?;
+    for namespace in &input.namespaces {
+        let current = workloads(&client, &namespace.name).await?;
+        restart(&client, &namespace.name, &current, &context.idempotency_key).await?;
+        wait_rollouts(&env, &client, &namespace.name, &current, input.timeout_ms).await?;
+    }
+    output(&MoveTagOutput { webhook_before })
+}
+
+/// Undoes `move_tag`: the tag back on the old revision, then the restarts.
+pub(super) async fn restore_tag(
+    env: Arc<Env>,
+    context: ActivityContext,
+    input: MoveTagInput,
+) -> Result<ActivityOutput, ActivityError> {
+    let client = env.clusters.get(&input.target.cluster).await?;
+    let before = forward_output::<MoveTagOutput>(&context)
+        .and_then(|r| r.webhook_before)
+        .or_else(|| input.webhook_before.clone());
+    match before {
+        Some(before) => {
+            client.apply(&before, true).await?;
+        }
+        None => {
+            let api: Api<MutatingWebhookConfiguration> = Api::all(client.client.clone());
+            let name = format!("istio-revision-tag-{}", input.tag);
+            if let Some(live) = api.get_opt(&name).await.map_err(|err| kube_error(&format!("read {name}"), err))? {
+                client
+                    .apply(
+                        &retarget(
+                            webhook_typed(clean(to_json(live))),
+                            &input.target.from.0,
+                            &input.target.from.istiod(),
+                        ),
+                        true,
+                    )
+                    .await?;
+            }
+        }
+    }
+    for namespace in &input.namespaces {
+        let current = workloads(&client, &namespace.name).await?;
+        restart(&client, &namespace.name, &current, &context.idempotency_key).await?;
+        wait_rollouts(&env, &client, &namespace.name, &current, input.timeout_ms).await?;
+    }
+    output(&json!({"tag": input.tag, "revision": input.target.from}))
+}
+
+fn webhook_typed(mut object: Value) -> Value {
+    object["apiVersion"] = json!("admissionregistration.k8s.io/v1");
+    object["kind"] = json!("MutatingWebhookConfiguration");
+    object
+}
+
+/// A tag webhook configuration pointed at `revision`, served by `service`.
+fn retarget(mut webhook: Value, revision: &str, service: &str) -> Value {
+    webhook["metadata"]["labels"]["istio.io/rev"] = json!(revision);
+    for hook in webhook.get_mut("webhooks").and_then(Value::as_array_mut).into_iter().flatten() {
+        hook["clientConfig"]["service"]["name"] = json!(service);
+    }
+    webhook
+}
+
+/// Every pod with a proxy in the moved namespaces runs the new revision's
+/// proxy, and is ready. Records restart counts, the health gate's baseline.
+pub(super) async fn verify(
+    env: Arc<Env>,
+    _context: ActivityContext,
+    input: VerifyInput,
+) -> Result<ActivityOutput, ActivityError> {
+    let client = env.clusters.get(&input.target.cluster).await?;
+    let mut result = VerifyOutput::default();
+    let mut wrong = Vec::new();
+    for namespace in &input.namespaces {
+        for pod in live_pods(&client, namespace).await? {
+            let name = format!("{namespace}/{}", pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?"));
+            let Some(injection) = injected_by(&pod) else { continue };
+            result.pods += 1;
+            result.restarts.insert(name.clone(), restarts(&pod));
+            let on_revision = injection.revision.as_deref() == Some(input.target.to.0.as_str());
+            let on_version = injection.proxy_version.as_deref() == Some(input.target.to_version.as_str());
+            if !on_revision || !on_version {
+                let proxy = injection.proxy_version.unwrap_or_default();
+                wrong.push(format!(
+                    "{name} runs revision {:?} (proxy {proxy}, by {})",
+                    injection.revision.unwrap_or_default(),
+                    injection.evidence
+                ));
+            } else if !ready(&pod) {
+                wrong.push(format!("{name} is not ready"));
+            }
+        }
+    }
+    if !wrong.is_empty() {
+        let shown: Vec<&str> = wrong.iter().take(5).map(String::as_str).collect();
+        return Err(ActivityError::retryable(
+            "verify",
+            format!("{} pods are not on {} yet: {}", wrong.len(), input.target.to, shown.join("; ")),
+        ));
+    }
+    output(&result)
+}
+
+/// A wave's health gate: every moved pod ready and on the new revision, and
+/// (if asked) no more restarts than allowed since `verify`.
+pub(super) async fn health(
+    env: Arc<Env>,
+    context: ActivityContext,
+    input: HealthInput,
+) -> Result<ActivityOutput, ActivityError> {
+    let mut problems = Vec::new();
+    let mut pods = 0;
+    for (target, namespaces) in &input.clusters {
+        let client = env.clusters.get(&target.cluster).await?;
+        let baseline = baseline(&context, target);
+        for namespace in namespaces {
+            for pod in live_pods(&client, namespace).await? {
+                let Some(injection) = injected_by(&pod) else { continue };
+                pods += 1;
+                let name =
+                    format!("{namespace}/{}", pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?"));
+                if injection.revision.as_deref() != Some(target.to.0.as_str()) || !ready(&pod) {
+                    problems.push(format!("{}: {name} is not ready on {}", target.cluster.name, target.to));
+                }
+                if let Some(most) = input.restarts_max {
+                    let since = restarts(&pod).saturating_sub(baseline.get(&name).copied().unwrap_or(0));
+                    if since > u64::from(most) {
+                        problems.push(format!(
+                            "{}: {name} restarted {since} times during the soak (at most {most})",
+                            target.cluster.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
+        return Err(ActivityError::retryable("health", format!("{} problems: {}", problems.len(), shown.join("; "))));
+    }
+    output(&json!({"pods": pods, "healthy": true}))
+}
+
+/// Restart counts recorded by this cluster's `verify`.
+fn baseline(context: &ActivityContext, target: &Target) -> BTreeMap<String, u64> {
+    let Ok(step) = StepId::new(format!("{}/verify", target.cluster.name)) else { return BTreeMap::new() };
+    context
+        .dependency_outputs
+        .get(&step)
+        .and_then(|payload| decode::<VerifyOutput>(payload).ok())
+        .map(|v| v.restarts)
+        .unwrap_or_default()
+}
+
+fn labels_of(namespace: &Value) -> InjectionLabels {
+    let label = |key: &str| {
+        namespace.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str).map(str::to_string)
+    };
+    InjectionLabels { istio_injection: label("istio-injection"), istio_rev: label("istio.io/rev") }
+}
+
+/// Sets (or removes) both injection labels, as `kubectl label` would: one merge patch.
+async fn set_labels(client: &ClusterClient, namespace: &str, labels: &InjectionLabels) -> Result<(), ActivityError> {
+    let patch =
+        json!({"metadata": {"labels": {"istio-injection": labels.istio_injection, "istio.io/rev": labels.istio_rev}}});
+    let api: Api<Namespace> = Api::all(client.client.clone());
+    api.patch(namespace, &params(), &Patch::Merge(&patch))
+        .await
+        .map_err(|err| kube_error(&format!("relabel namespace {namespace}"), err))?;
+    Ok(())
+}
+
+/// Restarts workloads by setting the restart annotation to `token`.
+async fn restart(
+    client: &ClusterClient,
+    namespace: &str,
+    workloads: &[WorkloadRef],
+    token: &str,
+) -> Result<(), ActivityError> {
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: token}}}}});
+    for workload in workloads {
+        let doing = format!("restart {} {namespace}/{}", workload.kind, workload.name);
+        let result = match workload.kind.as_str() {
+            "StatefulSet" => Api::<StatefulSet>::namespaced(client.client.clone(), namespace)
+                .patch(&workload.name, &params(), &Patch::Strategic(&patch))
+                .await
+                .map(|_| ()),
+            "DaemonSet" => Api::<DaemonSet>::namespaced(client.client.clone(), namespace)
+                .patch(&workload.name, &params(), &Patch::Strategic(&patch))
+                .await
+                .map(|_| ()),
+            _ => Api::<Deployment>::namespaced(client.client.clone(), namespace)
+                .patch(&workload.name, &params(), &Patch::Strategic(&patch))
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {} // gone since: nothing to restart
+            Err(err) => return Err(kube_error(&doing, err)),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every workload's rollout is done.
+async fn wait_rollouts(
+    env: &Env,
+    client: &ClusterClient,
+    namespace: &str,
+    workloads: &[WorkloadRef],
+    timeout_ms: u64,
+) -> Result<(), ActivityError> {
+    wait_for(&format!("rollouts in {namespace}"), Duration::from_millis(timeout_ms), env.settings.poll, || async {
+        for workload in workloads {
+            let Some(live) = get_workload(&client.client, &workload.kind, namespace, &workload.name).await? else {
+                continue;
+            };
+            if let Some(why) = rollout_done(&workload.kind, &live)? {
+                return Ok(Some(why));
+            }
+        }
+        Ok(None)
+    })
+    .await
+}
+
+/// Pods of a namespace that are not being deleted.
+async fn live_pods(client: &ClusterClient, namespace: &str) -> Result<Vec<Value>, ActivityError> {
+    let pods: Api<Pod> = Api::namespaced(client.client.clone(), namespace);
+    let found =
+        pods.list(&ListParams::default()).await.map_err(|err| kube_error(&format!("list pods in {namespace}"), err))?;
+    Ok(found
+        .items
+        .into_iter()
+        .map(to_json)
+        .filter(|pod| pod.pointer("/metadata/deletionTimestamp").is_none())
+        .collect())
+}
+
+/// Pods of a namespace injected by `revision`.
+async fn pods_on(client: &ClusterClient, namespace: &str, revision: &str) -> Result<Vec<String>, ActivityError> {
+    Ok(live_pods(client, namespace)
+        .await?
+        .into_iter()
+        .filter(|pod| injected_by(pod).and_then(|i| i.revision).as_deref() == Some(revision))
+        .filter_map(|pod| pod.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string))
+        .collect())
+}
+
+fn ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn restarts(pod: &Value) -> u64 {
+    pod.pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map_or(0, |statuses| statuses.iter().filter_map(|s| s["restartCount"].as_u64()).sum())
+}

@@ -1,0 +1,282 @@
+//! What the plan records for each step, and what each step records when it
+//! succeeds: the data between the plan builder and the activities.
+//!
+//! Every forward step that changes a cluster records, before and after, what
+//! its compensation needs. Plan-time copies (from discovery) ride in the
+//! input too, for the compensation of a step cut off before its output was
+//! recorded.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::spec::{ClusterRef, RevisionName, UpgradeSpec};
+
+/// The definition name of the upgrade workflow.
+pub const DEFINITION: &str = "istio-canary-upgrade";
+/// Its version: bump when the plan's shape changes.
+pub const DEFINITION_VERSION: u32 = 1;
+
+/// The workflow's input: the spec, the manifests, and what discovery saw.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpgradeInput {
+    /// The validated spec.
+    pub spec: UpgradeSpec,
+    /// The new revision's control-plane objects, in apply order.
+    pub control_plane: Vec<Value>,
+    /// The new revision's gateway objects.
+    pub gateways: Vec<Value>,
+    /// What each cluster looked like when the upgrade was planned.
+    pub clusters: Vec<ClusterDiscovery>,
+}
+
+/// The labels that decide injection, as a namespace had them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InjectionLabels {
+    /// `istio-injection`.
+    pub istio_injection: Option<String>,
+    /// `istio.io/rev`.
+    pub istio_rev: Option<String>,
+}
+
+/// A Deployment, StatefulSet or DaemonSet.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkloadRef {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// A namespace that moves, and what is in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespacePlan {
+    /// Its name.
+    pub name: String,
+    /// Its injection labels before the upgrade.
+    pub labels: InjectionLabels,
+    /// Its workloads.
+    pub workloads: Vec<WorkloadRef>,
+}
+
+/// A gateway Deployment and how it was before the upgrade.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayPlan {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The revision it runs.
+    pub revision: String,
+    /// The Deployment, cleaned of server fields: what the compensation re-applies.
+    pub snapshot: Value,
+}
+
+/// What planning saw in one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterDiscovery {
+    /// The cluster.
+    pub cluster: ClusterRef,
+    /// Its Kubernetes version (`v1.32.4`).
+    pub kubernetes_version: String,
+    /// The Istio version of the installed revision.
+    pub from_version: String,
+    /// The namespaces that move.
+    pub namespaces: Vec<NamespacePlan>,
+    /// The gateways.
+    pub gateways: Vec<GatewayPlan>,
+    /// Service `istio-system/istiod` as it was (cleaned), if it existed.
+    pub istiod_service: Option<Value>,
+    /// The tag's webhook configuration as it was (cleaned), for the tag flow.
+    pub tag_webhook: Option<Value>,
+}
+
+/// Who and what every step of one cluster is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The cluster.
+    pub cluster: ClusterRef,
+    /// The installed revision.
+    pub from: RevisionName,
+    /// The revision being installed.
+    pub to: RevisionName,
+    /// Its Istio version.
+    pub to_version: String,
+}
+
+/// `precheck`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrecheckInput {
+    /// The cluster and revisions.
+    pub target: Target,
+    /// The namespaces planned to move (the cluster must still have them).
+    pub namespaces: Vec<String>,
+    /// The Istio version planned from.
+    pub from_version: String,
+}
+
+/// `install`: the objects come from the workflow input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstallInput {
+    /// The cluster and revisions.
+    pub target: Target,
+}
+
+/// What `install` applied.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InstallOutput {
+    /// `kind namespace/name` of each object applied.
+    pub applied: Vec<String>,
+}
+
+/// `wait-control-plane`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitInput {
+    /// The cluster and revisions.
+    pub target: Target,
+    /// How long to wait.
+    pub timeout_ms: u64,
+}
+
+/// `validation` and `handover`: Service `istiod`, the base chart's
+/// validating webhook's target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidationInput {
+    /// The cluster and revisions.
+    pub target: Target,
+    /// Service `istiod` as planning saw it.
+    pub service_before: Option<Value>,
+}
+
+/// What `validation` or `handover` changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ValidationOutput {
+    /// What was done, for people.
+    pub action: String,
+    /// Objects changed, as they were just before (the compensation re-applies them).
+    pub objects_before: Vec<Value>,
+    /// Objects created (the compensation deletes them).
+    pub created: Vec<Value>,
+}
+
+/// `gateways`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewaysInput {
+    /// The cluster and revisions.
+    pub target: Target,
+    /// The gateways, as planning saw them.
+    pub gateways: Vec<GatewayPlan>,
+    /// How long a gateway's rollout may take.
+    pub timeout_ms: u64,
+}
+
+/// What `gateways` upgraded, with each gateway as it was just before.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GatewaysOutput {
+    /// The gateways, their snapshots taken just before the upgrade.
+    pub gateways: Vec<GatewayPlan>,
+}
+
+/// `move/<namespace>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MoveInput {
+    /// The cluster and revisions.
+    pub target: Target,
+    /// The namespace, its labels and workloads as planning saw them.
+    pub namespace: NamespacePlan,
+    /// How long a rollout may take.
+    pub timeout_ms: u64,
+}
+
+/// What `move/<namespace>` changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MoveOutput {
+    /// The labels just before the move.
+    pub labels_before: InjectionLabels,
+    /// The workloads restarted.
+    pub restarted: Vec<WorkloadRef>,
+}
+
+/// `move-tag`: point the tag at the new revision, restart its namespaces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MoveTagInput {
+    /// The cluster and revisions.
+    pub target: Target,
+    /// The tag.
+    pub tag: String,
+    /// Its namespaces.
+    pub namespaces: Vec<NamespacePlan>,
+    /// The tag's webhook configuration as planning saw it.
+    pub webhook_before: Option<Value>,
+    /// How long a rollout may take.
+    pub timeout_ms: u64,
+}
+
+/// What `move-tag` changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MoveTagOutput {
+    /// The tag's webhook configuration just before.
+    pub webhook_before: Option<Value>,
+}
+
+/// `verify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyInput {
+    /// The cluster and revisions.
+    pub target: Target,
+    /// The namespaces moved.
+    pub namespaces: Vec<String>,
+}
+
+/// What `verify` saw: per pod, its container restarts (the health gate's baseline).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VerifyOutput {
+    /// Pods checked.
+    pub pods: usize,
+    /// Restarts per `namespace/pod`.
+    pub restarts: BTreeMap<String, u64>,
+}
+
+/// A wave's health gate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthInput {
+    /// The wave's clusters and their moved namespaces.
+    pub clusters: Vec<(Target, Vec<String>)>,
+    /// Most container restarts tolerated per pod since `verify`.
+    pub restarts_max: Option<u32>,
+}
+
+/// `snapshot`: read the old revision's objects into the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotInput {
+    /// The cluster and revisions.
+    pub target: Target,
+}
+
+/// The old revision's objects, cleaned, in uninstall order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SnapshotOutput {
+    /// The objects the uninstall will delete.
+    pub objects: Vec<Value>,
+    /// Secrets that match the uninstall rules but are left in place.
+    pub secrets_left: Vec<String>,
+}
+
+/// `uninstall`: deletes what the snapshot step recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UninstallInput {
+    /// The cluster and revisions.
+    pub target: Target,
+    /// The snapshot step, whose output lists the objects.
+    pub snapshot_step: String,
+    /// How long the old control plane may take to come back on rollback.
+    pub timeout_ms: u64,
+}
+
+/// What `uninstall` deleted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UninstallOutput {
+    /// `kind namespace/name` of each object deleted.
+    pub deleted: Vec<String>,
+}

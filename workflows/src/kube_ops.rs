@@ -1,0 +1,373 @@
+//! Talking to clusters through kube-rs: clients per cluster, errors sorted
+//! into retryable and not, server-side apply of any object, waits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use canaryflow_engine::ActivityError;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::{Discovery, Scope};
+use kube::{Client, Config};
+use serde_json::Value;
+
+use crate::spec::ClusterRef;
+
+/// The field manager canaryflow applies as.
+pub const FIELD_MANAGER: &str = "canaryflow";
+
+/// Clients by cluster, made on first use and kept.
+#[derive(Default)]
+pub struct Clusters {
+    clients: Mutex<HashMap<ClusterRef, Arc<ClusterClient>>>,
+}
+
+impl std::fmt::Debug for Clusters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clusters").finish_non_exhaustive()
+    }
+}
+
+/// One cluster's client, with its API discovery once made.
+pub struct ClusterClient {
+    /// The cluster.
+    pub cluster: ClusterRef,
+    /// The kube-rs client.
+    pub client: Client,
+    discovery: tokio::sync::Mutex<Option<Arc<Discovery>>>,
+}
+
+impl Clusters {
+    /// The client of `cluster`, connecting on first use.
+    pub async fn get(&self, cluster: &ClusterRef) -> Result<Arc<ClusterClient>, ActivityError> {
+        if let Some(found) = self.clients.lock().expect("clients lock poisoned").get(cluster) {
+            return Ok(found.clone());
+        }
+        let client = connect(cluster).await?;
+        let made =
+            Arc::new(ClusterClient { cluster: cluster.clone(), client, discovery: tokio::sync::Mutex::new(None) });
+        self.clients.lock().expect("clients lock poisoned").insert(cluster.clone(), made.clone());
+        Ok(made)
+    }
+}
+
+/// Reads the kubeconfig (the given file, else `$KUBECONFIG`, else
+/// `~/.kube/config`) and makes a client for the context.
+async fn connect(cluster: &ClusterRef) -> Result<Client, ActivityError> {
+    let (kubeconfig, source) = match &cluster.kubeconfig {
+        Some(path) => (Kubeconfig::read_from(path), path.display().to_string()),
+        None => (Kubeconfig::read(), "$KUBECONFIG or ~/.kube/config".to_string()),
+    };
+    let kubeconfig = kubeconfig.map_err(|err| {
+        ActivityError::fatal(
+            "kubeconfig",
+            format!("cluster {}: cannot read the kubeconfig ({source}): {err}", cluster.name),
+        )
+    })?;
+    if !kubeconfig.contexts.iter().any(|context| context.name == cluster.context) {
+        let known: Vec<&str> = kubeconfig.contexts.iter().map(|context| context.name.as_str()).collect();
+        return Err(ActivityError::fatal(
+            "kubeconfig",
+            format!(
+                "cluster {}: context {:?} is not in the kubeconfig ({source}); it has: {}",
+                cluster.name,
+                cluster.context,
+                known.join(", ")
+            ),
+        ));
+    }
+    let options = KubeConfigOptions { context: Some(cluster.context.clone()), ..KubeConfigOptions::default() };
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|err| ActivityError::fatal("kubeconfig", format!("cluster {}: {err}", cluster.name)))?;
+    // An unreachable cluster should fail an attempt in seconds, not minutes.
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(30));
+    Client::try_from(config)
+        .map_err(|err| ActivityError::fatal("kubeconfig", format!("cluster {}: {err}", cluster.name)))
+}
+
+/// Sorts a kube-rs error into retryable or not, saying what was being done.
+#[must_use]
+pub fn kube_error(doing: &str, err: kube::Error) -> ActivityError {
+    match err {
+        kube::Error::Api(status) => {
+            let message = format!("{doing}: {} ({} {})", status.message, status.code, status.reason);
+            match status.code {
+                401 | 403 => ActivityError::fatal("forbidden", message),
+                404 => ActivityError::fatal("not-found", message),
+                409 => ActivityError::retryable("conflict", message),
+                400 | 415 | 422 => ActivityError::fatal("invalid", message),
+                _ => ActivityError::retryable("server", message),
+            }
+        }
+        other => ActivityError::retryable("unavailable", format!("{doing}: {other}")),
+    }
+}
+
+/// An object without what the server sets: fit to re-apply, or to record.
+#[must_use]
+pub fn clean(mut object: Value) -> Value {
+    if let Some(map) = object.as_object_mut() {
+        map.remove("status");
+    }
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "managedFields",
+            "generation",
+            "selfLink",
+            "deletionTimestamp",
+            "ownerReferences",
+        ] {
+            metadata.remove(field);
+        }
+        if let Some(annotations) = metadata.get_mut("annotations").and_then(Value::as_object_mut) {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+            annotations.remove("deployment.kubernetes.io/revision");
+        }
+    }
+    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+        // The server allocates these; re-applying an old value can conflict.
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
+    }
+    object
+}
+
+/// `kind namespace/name` of an object, for messages.
+#[must_use]
+pub fn describe(object: &Value) -> String {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
+    match object.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(namespace) => format!("{kind} {namespace}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+impl ClusterClient {
+    /// The cluster's API discovery, made once.
+    pub async fn discovery(&self) -> Result<Arc<Discovery>, ActivityError> {
+        let mut cached = self.discovery.lock().await;
+        if let Some(discovery) = cached.as_ref() {
+            return Ok(discovery.clone());
+        }
+        let discovery =
+            Discovery::new(self.client.clone()).run().await.map_err(|err| kube_error("API discovery", err))?;
+        let discovery = Arc::new(discovery);
+        *cached = Some(discovery.clone());
+        Ok(discovery)
+    }
+
+    /// The dynamic API for `object`'s kind, in its namespace if it has one.
+    pub async fn api_for(&self, object: &Value) -> Result<Api<DynamicObject>, ActivityError> {
+        let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+        let discovery = self.discovery().await?;
+        let (resource, capabilities) = discovery.resolve_gvk(&gvk).ok_or_else(|| {
+            ActivityError::fatal(
+                "invalid",
+                format!("cluster {} does not serve {api_version} {kind}", self.cluster.name),
+            )
+        })?;
+        Ok(match (capabilities.scope, object.pointer("/metadata/namespace").and_then(Value::as_str)) {
+            (Scope::Namespaced, Some(namespace)) => Api::namespaced_with(self.client.clone(), namespace, &resource),
+            (Scope::Namespaced, None) => Api::default_namespaced_with(self.client.clone(), &resource),
+            (Scope::Cluster, _) => Api::all_with(self.client.clone(), &resource),
+        })
+    }
+
+    /// Server-side applies `object` as canaryflow (forcing ownership when
+    /// asked: an upgrade takes over fields another installer set).
+    pub async fn apply(&self, object: &Value, force: bool) -> Result<Value, ActivityError> {
+        let api = self.api_for(object).await?;
+        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.force = force;
+        let applied = api
+            .patch(name, &params, &Patch::Apply(object))
+            .await
+            .map_err(|err| kube_error(&format!("apply {}", describe(object)), err))?;
+        serde_json::to_value(applied).map_err(|err| ActivityError::fatal("invalid", err.to_string()))
+    }
+
+    /// The live object with `object`'s kind, namespace and name, if it exists.
+    pub async fn get_like(&self, object: &Value) -> Result<Option<Value>, ActivityError> {
+        let api = self.api_for(object).await?;
+        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let found = api.get_opt(name).await.map_err(|err| kube_error(&format!("read {}", describe(object)), err))?;
+        found
+            .map(|found| serde_json::to_value(found).map_err(|err| ActivityError::fatal("invalid", err.to_string())))
+            .transpose()
+    }
+
+    /// Deletes the object like `object`; a missing one is fine.
+    pub async fn delete_like(&self, object: &Value) -> Result<bool, ActivityError> {
+        let api = self.api_for(object).await?;
+        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        match api.delete(name, &DeleteParams::foreground()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            Err(err) => Err(kube_error(&format!("delete {}", describe(object)), err)),
+        }
+    }
+}
+
+/// Polls `check` until it says done (`Ok(None)`), fails, or `timeout` passes.
+/// `check` answers `Ok(Some(why_not))` while waiting; the last answer goes
+/// into the timeout error.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, poll: Duration, mut check: F) -> Result<(), ActivityError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, ActivityError>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(None) => return Ok(()),
+            Ok(Some(why_not)) => why_not,
+            Err(err) if err.retryable => err.message,
+            Err(err) => return Err(err),
+        };
+        if Instant::now() >= deadline {
+            return Err(ActivityError::fatal(
+                "timeout",
+                format!("{what}: not done after {} s: {last}", timeout.as_secs()),
+            ));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Whether a workload's rollout is done: `Ok(None)` done, `Ok(Some(why))`
+/// still going, `Err` failed for good (the progress deadline passed).
+pub fn rollout_done(kind: &str, workload: &Value) -> Result<Option<String>, ActivityError> {
+    let name = workload.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
+    let number = |pointer: &str| workload.pointer(pointer).and_then(Value::as_i64).unwrap_or(0);
+    let generation = number("/metadata/generation");
+    let observed = number("/status/observedGeneration");
+    if observed < generation {
+        return Ok(Some(format!("{kind} {name}: the controller has not seen generation {generation} yet")));
+    }
+    let conditions = workload.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let condition = |kind: &str| conditions.iter().find(|c| c["type"] == kind);
+    if let Some(progressing) = condition("Progressing")
+        && progressing["status"] == "False"
+        && progressing["reason"] == "ProgressDeadlineExceeded"
+    {
+        let message = progressing["message"].as_str().unwrap_or("progress deadline exceeded");
+        return Err(ActivityError::fatal("rollout", format!("{kind} {name}: {message}")));
+    }
+    let failure = condition("ReplicaFailure")
+        .filter(|c| c["status"] == "True")
+        .and_then(|c| c["message"].as_str())
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default();
+    let (wanted, updated, available) = match kind {
+        "DaemonSet" => (
+            number("/status/desiredNumberScheduled"),
+            number("/status/updatedNumberScheduled"),
+            number("/status/numberAvailable"),
+        ),
+        "StatefulSet" => (
+            workload.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
+            number("/status/updatedReplicas"),
+            number("/status/readyReplicas"),
+        ),
+        _ => (
+            workload.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
+            number("/status/updatedReplicas"),
+            number("/status/availableReplicas"),
+        ),
+    };
+    if updated < wanted {
+        return Ok(Some(format!("{kind} {name}: {updated} of {wanted} pods updated{failure}")));
+    }
+    if available < wanted {
+        return Ok(Some(format!("{kind} {name}: {available} of {wanted} updated pods available{failure}")));
+    }
+    Ok(None)
+}
+
+/// Reads one workload as JSON.
+pub async fn get_workload(
+    client: &Client,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Value>, ActivityError> {
+    let doing = format!("read {kind} {namespace}/{name}");
+    let value = match kind {
+        "StatefulSet" => {
+            Api::<StatefulSet>::namespaced(client.clone(), namespace).get_opt(name).await.map(|o| o.map(to_json))
+        }
+        "DaemonSet" => {
+            Api::<DaemonSet>::namespaced(client.clone(), namespace).get_opt(name).await.map(|o| o.map(to_json))
+        }
+        _ => Api::<Deployment>::namespaced(client.clone(), namespace).get_opt(name).await.map(|o| o.map(to_json)),
+    };
+    value.map_err(|err| kube_error(&doing, err))
+}
+
+/// Serializes a typed object to JSON (it cannot fail for Kubernetes types).
+pub fn to_json<T: serde::Serialize>(object: T) -> Value {
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn rollout_states_read_like_kubectl_rollout_status() {
+        let deployment = |generation: i64, observed: i64, updated: i64, available: i64| {
+            json!({"metadata": {"name": "web", "generation": generation}, "spec": {"replicas": 2},
+                   "status": {"observedGeneration": observed, "updatedReplicas": updated, "availableReplicas": available}})
+        };
+        assert!(rollout_done("Deployment", &deployment(2, 1, 2, 2)).expect("ok").is_some(), "not observed yet");
+        assert!(rollout_done("Deployment", &deployment(2, 2, 1, 2)).expect("ok").is_some(), "not all updated");
+        assert!(rollout_done("Deployment", &deployment(2, 2, 2, 1)).expect("ok").is_some(), "not all available");
+        assert_eq!(rollout_done("Deployment", &deployment(2, 2, 2, 2)).expect("ok"), None);
+        let mut stuck = deployment(2, 2, 0, 2);
+        stuck["status"]["conditions"] = json!([{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "timed out"}]);
+        assert!(rollout_done("Deployment", &stuck).is_err());
+    }
+
+    #[test]
+    fn errors_are_sorted_by_what_a_retry_can_do() {
+        let status = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: "m".into(),
+                reason: "R".into(),
+                ..Default::default()
+            }))
+        };
+        assert!(!kube_error("x", status(403)).retryable);
+        assert!(!kube_error("x", status(422)).retryable);
+        assert!(kube_error("x", status(409)).retryable);
+        assert!(kube_error("x", status(500)).retryable);
+        assert!(kube_error("x", status(429)).retryable);
+    }
+
+    #[test]
+    fn clean_objects_lose_what_the_server_set() {
+        let cleaned = clean(
+            json!({"kind": "Service", "metadata": {"name": "istiod", "uid": "u", "resourceVersion": "9", "managedFields": []},
+                                   "spec": {"clusterIP": "10.0.0.1", "selector": {"app": "istiod"}}, "status": {}}),
+        );
+        assert_eq!(
+            cleaned,
+            json!({"kind": "Service", "metadata": {"name": "istiod"}, "spec": {"selector": {"app": "istiod"}}})
+        );
+    }
+}

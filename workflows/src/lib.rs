@@ -1,0 +1,130 @@
+//! The Istio revision-based ("canary") control-plane upgrade, as durable
+//! workflows on `canaryflow-engine`, driving clusters through kube-rs.
+//!
+//! A platform engineer gives an upgrade spec ([`UpgradeSpec`]) and
+//! kubeconfig contexts; [`prepare`] parses it, reads the rendered manifests
+//! and looks at every cluster (read-only); [`Prepared::workflow`] turns
+//! that into a plan of steps with compensations ([`plan::build`]), for the
+//! engine to run with the activities [`register_all`] provides.
+//!
+//! What it leaves out: running anything (the engine does), rendering
+//! manifests (istioctl or helm does), and credentials (clusters are named
+//! by kubeconfig path and context; nothing secret reaches the log).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let prepared = canaryflow_workflows::prepare("upgrade.yaml".as_ref()).await?;
+//! let workflow = prepared.workflow()?; // a canaryflow_engine::NewWorkflow
+//! # Ok(()) }
+//! ```
+
+mod activities;
+mod discovery;
+mod inputs;
+mod istio;
+mod kube_ops;
+mod manifests;
+pub mod plan;
+mod spec;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use canaryflow_engine::{Compensation, NewWorkflow, Payload, StepSpec};
+
+pub use crate::activities::{ACTIVITIES, Settings, register_all};
+pub use crate::discovery::{DiscoveryError, SKEW_MINORS_MAX};
+pub use crate::inputs::*;
+pub use crate::istio::{Injection, injected_by, uninstall_selector};
+pub use crate::manifests::Manifests;
+pub use crate::spec::*;
+
+/// Why an upgrade cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The spec (or its manifests) breaks a rule.
+    #[error("{path}: {error}")]
+    Spec {
+        /// The spec file.
+        path: String,
+        /// What is wrong.
+        #[source]
+        error: SpecError,
+    },
+    /// One or more clusters cannot be upgraded as specified.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Clusters(Vec<DiscoveryError>),
+    /// The plan could not be made.
+    #[error("planning: {0}")]
+    Plan(#[from] canaryflow_engine::PlanError),
+}
+
+/// A checked spec, its manifests, and what each cluster looks like.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The spec.
+    pub spec: UpgradeSpec,
+    /// The manifests.
+    pub manifests: Manifests,
+    /// What discovery saw, per cluster, in spec order.
+    pub clusters: Vec<ClusterDiscovery>,
+}
+
+/// Parses `spec_path`, reads the manifests, and reads every cluster. Writes nothing anywhere.
+pub async fn prepare(spec_path: &Path) -> Result<Prepared, PrepareError> {
+    let spec_error = |error| PrepareError::Spec { path: spec_path.display().to_string(), error };
+    let spec = UpgradeSpec::load(spec_path).map_err(spec_error)?;
+    let manifests = Manifests::load(&spec.manifests, &spec.to, &spec.to_version).map_err(spec_error)?;
+    let clusters = kube_ops::Clusters::default();
+    let mut found = discovery::discover(&clusters, &spec).await.map_err(PrepareError::Clusters)?;
+    found.sort_by_key(|d| spec.clusters.iter().position(|c| c.name == d.cluster.name));
+    Ok(Prepared { spec, manifests, clusters: found })
+}
+
+impl Prepared {
+    /// The workflow to start: its plan, and the input every step may read.
+    pub fn workflow(&self) -> Result<NewWorkflow, PrepareError> {
+        let plan = plan::build(&self.spec, &self.clusters)?;
+        let input = UpgradeInput {
+            spec: self.spec.clone(),
+            control_plane: self.manifests.control_plane.clone(),
+            gateways: self.manifests.gateways.clone(),
+            clusters: self.clusters.clone(),
+        };
+        let input = Payload::json(&input)
+            .map_err(|err| canaryflow_engine::PlanError::Bounds(format!("the upgrade input: {err}")))?;
+        let mut labels = self.spec.labels.clone();
+        labels.insert("canaryflow.io/kind".into(), "istio-upgrade".into());
+        labels.insert("canaryflow.io/to".into(), self.spec.to.0.clone());
+        if let [single] = self.spec.clusters.as_slice() {
+            labels.insert("canaryflow.io/cluster".into(), single.name.clone());
+        }
+        Ok(NewWorkflow {
+            definition: DEFINITION.into(),
+            definition_version: DEFINITION_VERSION,
+            name: self.spec.name.clone(),
+            labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+            input,
+            plan,
+        })
+    }
+}
+
+/// What a step's compensation does, for people.
+#[must_use]
+pub fn compensation_of(step: &StepSpec) -> String {
+    use crate::plan::activity;
+    match &step.compensation {
+        Compensation::None => "nothing to undo".into(),
+        Compensation::Irreversible => "cannot be undone".into(),
+        Compensation::Activity { name, .. } => match name.as_str() {
+            activity::REMOVE_INSTALLED => "delete the objects it installed".into(),
+            activity::RESTORE_VALIDATION => "restore what served validation before".into(),
+            activity::RESTORE_GATEWAYS => "put the old gateways back and wait until they run".into(),
+            activity::RESTORE_NAMESPACE => "restore the namespace's labels, then restart its workloads".into(),
+            activity::RESTORE_TAG => "point the tag back, then restart its namespaces".into(),
+            activity::REINSTALL_OLD => "re-apply the recorded objects of the old revision".into(),
+            other => format!("run {other}"),
+        },
+    }
+}
