@@ -98,6 +98,9 @@ pub struct SimArgs {
     /// Added to every API request (0ms, 20ms).
     #[arg(long, default_value = "0ms")]
     pub api_latency: String,
+    /// Create this revision tag for the installed revision and label the namespaces with it.
+    #[arg(long, value_name = "TAG")]
+    pub namespace_tag: Option<String>,
     /// Faults every cluster starts with, as JSON (as `PUT <url>/sim/faults` takes), e.g.
     /// '{"error500Rate": 0.05, "stuckRollouts": ["istio-system/istiod-1-6-8"]}'.
     #[arg(long, value_name = "JSON")]

@@ -48,6 +48,9 @@ pub struct FleetConfig {
     pub faults: FaultConfig,
     /// Seeds the faults' random numbers (each cluster adds its index).
     pub seed: u64,
+    /// A revision tag to create for the installed revision; namespaces are
+    /// then labelled `istio.io/rev=<tag>` (the stable-tag flow).
+    pub namespace_tag: Option<String>,
 }
 
 impl Default for FleetConfig {
@@ -64,6 +67,7 @@ impl Default for FleetConfig {
             api_latency: Duration::ZERO,
             faults: FaultConfig::default(),
             seed: 1,
+            namespace_tag: None,
         }
     }
 }
@@ -210,6 +214,9 @@ fn check(config: &FleetConfig) -> Result<(), FleetError> {
         crate::object::check_dns_label(name)
             .map_err(|why| FleetError::Config(format!("cluster name {name:?}: {why}")))?;
     }
+    if let Some(tag) = &config.namespace_tag {
+        crate::object::check_dns_label(tag).map_err(|why| FleetError::Config(format!("tag {tag:?}: {why}")))?;
+    }
     if config.namespaces > 1_000 || config.deployments > 1_000 || config.replicas > 100 {
         return Err(FleetError::Config("at most 1000 namespaces, 1000 deployments per namespace, 100 replicas".into()));
     }
@@ -231,10 +238,13 @@ fn seed(cluster: &Cluster, config: &FleetConfig, revision: &Revision) -> Result<
     let mut objects: Vec<Value> = system.to_vec();
     objects.extend(istio::base(&revision.version));
     objects.extend(istio::control_plane(revision));
-    let injection = if revision.is_default() {
-        json!({"istio-injection": "enabled"})
-    } else {
-        json!({"istio.io/rev": revision.name})
+    if let Some(tag) = &config.namespace_tag {
+        objects.push(istio::revision_tag(tag, revision));
+    }
+    let injection = match (&config.namespace_tag, revision.is_default()) {
+        (Some(tag), _) => json!({"istio.io/rev": tag}),
+        (None, true) => json!({"istio-injection": "enabled"}),
+        (None, false) => json!({"istio.io/rev": revision.name}),
     };
     let mut app_namespaces = Vec::new();
     for n in 0..config.namespaces {

@@ -22,6 +22,7 @@ pub async fn run(data_dir: &Path, args: &SimArgs) -> anyhow::Result<ExitCode> {
     };
     let config = FleetConfig {
         faults,
+        namespace_tag: args.namespace_tag.clone(),
         clusters: args.clusters,
         names: args.names.clone(),
         namespaces: args.namespaces,

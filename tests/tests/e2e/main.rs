@@ -8,5 +8,11 @@ mod cli;
 mod sim_kube;
 // The simulator with the real kubectl.
 mod sim_kubectl;
+// The Istio canary upgrade of one cluster, end to end.
+mod upgrade;
+// The upgrade through the command line: crashes, kubectl, bad input.
+mod upgrade_cli;
+// Shared by the upgrade tests.
+mod upgrade_support;
 // Shared helpers for spawning the binaries.
 mod support;

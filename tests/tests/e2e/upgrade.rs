@@ -1,0 +1,166 @@
+//! The Istio canary upgrade on a simulated cluster, through kube-rs over
+//! HTTP: the whole upgrade, the tag flow, a rollback after each step in
+//! turn, and an istiod that never becomes ready.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use canaryflow_engine::{Event, Scope, Signal};
+use canaryflow_sim::{FaultConfig, FleetConfig};
+use canaryflow_store::Status;
+
+use crate::upgrade_support::{ClusterState, SpecOptions, cluster_state, engine, revisions, seed_fleet, setup};
+
+fn some(text: &str) -> Option<String> {
+    Some(text.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_upgrade_moves_namespaces_gateway_and_validation_then_removes_the_old_revision() {
+    let setup = setup(seed_fleet(), &SpecOptions::default()).await;
+    let before = cluster_state(&setup.client).await;
+    assert_eq!(revisions(&before), BTreeSet::from([some("default")]));
+    assert!(before.validation_served);
+
+    let prepared = canaryflow_workflows::prepare(&setup.spec).await.expect("prepared");
+    assert_eq!(prepared.clusters[0].namespaces.len(), 3);
+    assert_eq!(prepared.clusters[0].gateways.len(), 1);
+    let engine = engine(setup.dir.path());
+    let id = engine.start(prepared.workflow().expect("workflow")).await.expect("start");
+    let outcome = engine.run(id).await.expect("run");
+    assert_eq!(outcome.status, Status::Succeeded, "{outcome:?}");
+
+    let after = cluster_state(&setup.client).await;
+    for (namespace, labels) in &after.namespaces {
+        assert_eq!(labels, &(None, some("1-6-8")), "namespace {namespace}: istio-injection removed, istio.io/rev set");
+    }
+    assert_eq!(revisions(&after), BTreeSet::from([some("1-6-8")]), "every pod injected by 1-6-8");
+    assert!(
+        after.pods.values().flatten().all(|(_, version)| version.as_deref() == Some("1.6.8")),
+        "every proxy is 1.6.8"
+    );
+    assert_eq!(
+        after.injectors.keys().collect::<Vec<_>>(),
+        ["istio-sidecar-injector-1-6-8"],
+        "the old injector is gone"
+    );
+    assert!(!after.deployments.contains_key("istio-system/istiod"), "the old istiod is gone");
+    assert_eq!(after.deployments["istio-system/istio-ingressgateway"].0, some("1-6-8"), "the gateway moved in place");
+    assert_eq!(after.deployments["istio-system/istio-ingressgateway"].1, ["docker.io/istio/proxyv2:1.6.8"]);
+    assert_eq!(
+        after.services["istiod"].get("istio.io/rev").map(String::as_str),
+        Some("1-6-8"),
+        "Service istiod now points at 1-6-8 (the seed's workaround)"
+    );
+    assert!(after.validators.contains("istiod-istio-system"), "the shared base webhook stays");
+    assert!(after.validation_served, "validation is still served, by 1-6-8");
+    let history = canaryflow_engine::load_history(engine.store(), id, None).expect("history");
+    assert!(history.iter().any(|r| matches!(&r.event, Event::StepSucceeded(s) if s.step.as_str() == "prod-eu/snapshot" && !s.output.as_str().contains("\"Secret\""))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tag_flow_moves_the_tag_not_the_namespace_labels() {
+    let config = FleetConfig {
+        revision: "1-10-0".into(),
+        version: "1.10.0".into(),
+        namespace_tag: Some("prod-stable".into()),
+        ..seed_fleet()
+    };
+    let options = SpecOptions {
+        from: "1-10-0",
+        to: "1-11-0",
+        version: "1.11.0",
+        namespaces: "{selector: istio.io/rev=prod-stable}",
+        extra: "  tags: {stable: prod-stable}\n",
+        ..SpecOptions::default()
+    };
+    let setup = setup(config, &options).await;
+    let before = cluster_state(&setup.client).await;
+    assert!(!before.validation_served, "a revisioned first install leaves validation broken (the seed's bug)");
+    let prepared = canaryflow_workflows::prepare(&setup.spec).await.expect("prepared");
+    let engine = engine(setup.dir.path());
+    let id = engine.start(prepared.workflow().expect("workflow")).await.expect("start");
+    assert_eq!(engine.run(id).await.expect("run").status, Status::Succeeded);
+    let after = cluster_state(&setup.client).await;
+    assert_eq!(after.namespaces, before.namespaces, "no namespace was relabelled");
+    assert_eq!(
+        after.injectors.get("istio-revision-tag-prod-stable"),
+        Some(&some("1-11-0")),
+        "the tag points at the new revision"
+    );
+    assert_eq!(revisions(&after), BTreeSet::from([some("1-11-0")]));
+    assert!(!after.deployments.contains_key("istio-system/istiod-1-10-0"));
+    assert!(after.validation_served, "and the validation step fixed validation on the way");
+}
+
+/// Runs an upgrade and requests a rollback as soon as `step` succeeds;
+/// returns the cluster as it was before, and as it is after.
+async fn rollback_after(step: &str) -> (ClusterState, ClusterState, Status) {
+    let setup = setup(seed_fleet(), &SpecOptions::default()).await;
+    let before = cluster_state(&setup.client).await;
+    let prepared = canaryflow_workflows::prepare(&setup.spec).await.expect("prepared");
+    let engine = engine(setup.dir.path());
+    let id = engine.start(prepared.workflow().expect("workflow")).await.expect("start");
+    let mut notices = engine.subscribe();
+    let runner = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run(id).await }
+    });
+    loop {
+        let notice =
+            tokio::time::timeout(Duration::from_secs(30), notices.recv()).await.expect("progress").expect("open");
+        if matches!(&notice.recorded.event, Event::StepSucceeded(done) if done.step.as_str() == step) {
+            break;
+        }
+    }
+    let signal =
+        Signal::Rollback { scope: Scope::All, reason: format!("test: after {step}"), allow_irreversible: false };
+    engine.signal(id, signal).await.expect("rollback accepted");
+    let mut outcome = runner.await.expect("join").expect("run");
+    if outcome.status == Status::Succeeded {
+        // It finished before the signal arrived: the signal is in its history,
+        // and running it again carries out the rollback (as `canaryflow rollback` does).
+        outcome = engine.run(id).await.expect("rollback run");
+    }
+    (before, cluster_state(&setup.client).await, outcome.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_after_each_step_in_turn_puts_the_cluster_back_as_it_was() {
+    let steps = [
+        "prod-eu/precheck",
+        "prod-eu/install",
+        "prod-eu/wait-control-plane",
+        "prod-eu/validation",
+        "prod-eu/gateways",
+        "prod-eu/move/catalog",
+        "prod-eu/verify",
+        "wave-1/health",
+        "prod-eu/handover",
+        "prod-eu/snapshot",
+        "prod-eu/uninstall",
+    ];
+    for step in steps {
+        let (before, after, status) = rollback_after(step).await;
+        assert_eq!(status, Status::RolledBack, "after {step}");
+        assert_eq!(after, before, "after a rollback requested when {step} succeeded, the cluster differs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_istiod_that_never_becomes_ready_times_out_and_rolls_back_by_policy() {
+    let mut config = seed_fleet();
+    config.faults = FaultConfig { stuck_rollouts: vec!["istio-system/istiod-1-6-8".into()], ..FaultConfig::default() };
+    let setup = setup(config, &SpecOptions { control_plane_timeout: "1s", ..SpecOptions::default() }).await;
+    let before = cluster_state(&setup.client).await;
+    let prepared = canaryflow_workflows::prepare(&setup.spec).await.expect("prepared");
+    let engine = engine(setup.dir.path());
+    let id = engine.start(prepared.workflow().expect("workflow")).await.expect("start");
+    let outcome = engine.run(id).await.expect("run");
+    assert_eq!(outcome.status, Status::RolledBack);
+    let history = canaryflow_engine::load_history(engine.store(), id, None).expect("history");
+    let timed_out = history.iter().any(|r| matches!(&r.event, Event::StepFailed(f) if f.step.as_str() == "prod-eu/wait-control-plane" && f.error.class == "timeout"));
+    assert!(timed_out, "the wait failed on its timeout");
+    assert!(history.iter().any(|r| matches!(&r.event, Event::RollbackStarted(_))), "and the policy rolled back");
+    assert_eq!(cluster_state(&setup.client).await, before);
+}
