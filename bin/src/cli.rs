@@ -35,12 +35,20 @@ pub enum Format {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Upgrade a simulated fleet (its own process) from Istio 1.6.5 to 1.6.8 in two waves, live.
+    Demo(DemoArgs),
     /// Show every step of an upgrade, with its compensation, before anything runs (reads the clusters only).
     Plan(PlanArgs),
     /// Start an upgrade and run it in the foreground; prints its workflow id first.
     Start(StartArgs),
     /// Roll an upgrade back (all of it, or one cluster), in the foreground.
     Rollback(RollbackArgs),
+    /// Let a wave's approval gate pass.
+    Approve(ApproveArgs),
+    /// Start nothing new in a workflow until it is resumed.
+    Pause(ReasonArgs),
+    /// Stop a workflow for good, without undoing anything.
+    Cancel(ReasonArgs),
     /// List workflows, newest last.
     List(ListArgs),
     /// Show one workflow: its status and every step's.
@@ -121,6 +129,34 @@ pub enum SimAction {
     },
 }
 
+/// `demo` flags.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The demo's folder: kubeconfig, upgrade spec, manifests, the fleet's log, and (unless
+    /// --data-dir is given) the event log [default: <temp dir>/canaryflow-demo].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Clusters in the fleet: the first is the canary wave, the rest the second wave.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=50))]
+    pub clusters: u16,
+    /// Abort the upgrade right after event #N is recorded (the SEQ of `history`), as a kill -9
+    /// would; the fleet keeps running, and `demo --resume` finishes the upgrade.
+    #[arg(long, value_name = "N", conflicts_with_all = ["resume", "rollback", "stop"])]
+    pub crash_after: Option<u64>,
+    /// Finish the interrupted demo upgrade against its still-running fleet.
+    #[arg(long, conflicts_with_all = ["rollback", "stop"])]
+    pub resume: bool,
+    /// Roll the interrupted demo upgrade back, against its still-running fleet.
+    #[arg(long, conflicts_with = "stop")]
+    pub rollback: bool,
+    /// Stop the demo's simulated fleet.
+    #[arg(long)]
+    pub stop: bool,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+}
+
 /// `plan` flags.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -136,13 +172,17 @@ pub struct StartArgs {
     #[arg(short = 'f', long = "file", value_name = "SPEC")]
     pub file: PathBuf,
     /// How to show progress.
-    #[arg(long, value_enum, default_value_t = Progress::Plain)]
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
 }
 
 /// Progress displays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Progress {
+    /// Bars on a terminal, else plain.
+    Auto,
+    /// A line per cluster with its current step and a bar per wave, redrawn in place.
+    Bars,
     /// A line per step as it starts and ends.
     Plain,
     /// A JSON object per event, one per line.
@@ -166,8 +206,28 @@ pub struct RollbackArgs {
     #[arg(long, default_value = "requested by an operator")]
     pub reason: String,
     /// How to show progress.
-    #[arg(long, value_enum, default_value_t = Progress::Plain)]
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
+}
+
+/// `approve` flags.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The workflow id.
+    pub id: String,
+    /// The wave whose gate to pass (1 is the first); without it, the one gate waiting.
+    #[arg(long, value_name = "N")]
+    pub wave: Option<u32>,
+}
+
+/// `pause` and `cancel` flags.
+#[derive(Debug, Args)]
+pub struct ReasonArgs {
+    /// The workflow id.
+    pub id: String,
+    /// Why (recorded in the history).
+    #[arg(long, default_value = "requested by an operator")]
+    pub reason: String,
 }
 
 /// `list` flags.
@@ -230,6 +290,9 @@ pub struct VerifyArgs {
 pub struct ResumeArgs {
     /// Only this workflow (resumed from a pause if it is paused).
     pub id: Option<String>,
+    /// How to show progress (of one workflow).
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
 }
 
 /// `bench` subcommands.

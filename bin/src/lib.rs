@@ -6,6 +6,8 @@
 mod activities;
 mod cli;
 mod commands;
+mod control;
+mod fleet_view;
 mod output;
 mod progress;
 

@@ -87,7 +87,7 @@ pub struct AppendReceipt {
 }
 
 /// What `list` should return. Empty fields match everything.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ListFilter {
     /// Only these statuses.
     pub statuses: Vec<Status>,
@@ -107,6 +107,31 @@ impl ListFilter {
             && self.labels.iter().all(|(key, value)| summary.labels.get(key) == Some(value))
             && self.created_from_ms.is_none_or(|from| summary.created_ms >= from)
             && self.created_before_ms.is_none_or(|before| summary.created_ms < before)
+    }
+}
+
+/// How long to wait for sled's own file lock once ours is held.
+const SLED_LOCK_WAIT_MS_MAX: u64 = 5_000;
+
+/// Opens sled. We hold the data directory's lock already, so a sled lock
+/// still taken can only be a store of this process that was just dropped:
+/// sled lets go of its file a little after the last handle goes, from its
+/// own threads. Wait for that, bounded.
+fn open_sled(log_path: &Path) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        // Every durable write is flushed explicitly (group commit); a
+        // background flusher would only add fsyncs we cannot account for.
+        match sled::Config::new().path(log_path).flush_every_ms(None).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(err))
+                if err.kind() == std::io::ErrorKind::WouldBlock
+                    && started.elapsed() < std::time::Duration::from_millis(SLED_LOCK_WAIT_MS_MAX) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(err) => return Err(sled_error(log_path, err)),
+        }
     }
 }
 
@@ -178,13 +203,7 @@ impl Store {
     /// (`verify` wants to see what sled recovered, whatever it is).
     pub(crate) fn open_unchecked(dir: DataDir) -> Result<Self> {
         let log_path = dir.log_path();
-        // Every durable write is flushed explicitly (group commit); a
-        // background flusher would only add fsyncs we cannot account for.
-        let db = sled::Config::new()
-            .path(&log_path)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|err| sled_error(&log_path, err))?;
+        let db = open_sled(&log_path)?;
         let events = db.open_tree(EVENTS_TREE).map_err(|err| sled_error(&log_path, err))?;
         let summaries = db.open_tree(SUMMARIES_TREE).map_err(|err| sled_error(&log_path, err))?;
         let watermark = Watermark::open(&dir.path)?;

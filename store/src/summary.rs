@@ -101,8 +101,9 @@ pub struct SummaryFields {
     pub labels: BTreeMap<String, String>,
 }
 
-/// One workflow's entry in the summary index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One workflow's entry in the summary index. (Its serde form is for
+/// passing it between processes; the stored form is `SummaryV1`.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// The workflow.
     pub id: WorkflowId,

@@ -70,6 +70,21 @@ fn records_survive_reopening() {
 }
 
 #[test]
+fn a_dropped_store_can_be_reopened_at_once_in_the_same_process() {
+    // sled releases its file lock from its own threads a little after the
+    // last handle is dropped; the store waits for that instead of failing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let payload = vec![7u8; 16 * 1024];
+    for round in 0..20u64 {
+        let store = Store::open(dir.path(), OpenMode::CreateIfMissing).expect("reopen at once");
+        let id = WorkflowId::from_u128(u128::from(round) + 1);
+        for seq in 0..50 {
+            store.append(id, seq, &[record(seq, &payload)], &fields("w", Status::Running)).expect("append");
+        }
+    }
+}
+
+#[test]
 fn concurrent_appends_share_flushes() {
     // Goal: 16 threads appending to their own workflows all succeed, every
     // record is readable, and group commit issued fewer fsyncs than appends.

@@ -50,9 +50,27 @@ pub mod activity {
     pub const REINSTALL_OLD: &str = "istio.reinstall-old";
 }
 
-/// Retries for steps that change a cluster: transient errors pass.
-fn changing() -> RetryPolicy {
-    RetryPolicy::exponential(5, 500, 15_000)
+/// Retries for steps that need a cluster: transient errors (the cluster
+/// unreachable, a 5xx, a conflict) are retried with backoff for about
+/// `timeouts.unreachable`, so that a cluster that goes away for a while
+/// delays the upgrade instead of failing it; errors that no retry can
+/// mend (forbidden, invalid) fail at once.
+fn changing(spec: &UpgradeSpec) -> RetryPolicy {
+    retry_within(spec.unreachable_timeout_ms)
+}
+
+/// The exponential policy (1 s doubling, at most 30 s apart) whose waits
+/// add up to at least `budget_ms`.
+fn retry_within(budget_ms: u64) -> RetryPolicy {
+    const INITIAL_MS: u64 = 1_000;
+    const MAX_MS: u64 = 30_000;
+    let (mut attempts, mut waited_ms, mut backoff_ms) = (1u32, 0u64, INITIAL_MS);
+    while waited_ms < budget_ms && attempts < 1_000 {
+        waited_ms += backoff_ms;
+        backoff_ms = (backoff_ms * 2).min(MAX_MS);
+        attempts += 1;
+    }
+    RetryPolicy::exponential(attempts.max(2), INITIAL_MS, MAX_MS)
 }
 
 /// Waits retry little: each attempt already waited its full timeout.
@@ -60,13 +78,8 @@ fn waiting() -> RetryPolicy {
     RetryPolicy::exponential(2, 1_000, 5_000)
 }
 
-fn undo(name: &str, timeout_ms: u64) -> Compensation {
-    Compensation::Activity {
-        name: name.into(),
-        input: Payload::null(),
-        retry: RetryPolicy::exponential(8, 500, 15_000),
-        timeout_ms,
-    }
+fn undo(spec: &UpgradeSpec, name: &str, timeout_ms: u64) -> Compensation {
+    Compensation::Activity { name: name.into(), input: Payload::null(), retry: changing(spec), timeout_ms }
 }
 
 fn payload<T: Serialize>(value: &T) -> Result<Payload, PlanError> {
@@ -79,11 +92,18 @@ struct StepBuilder {
 }
 
 impl StepBuilder {
-    fn new(id: &str, title: String, group: Option<&str>, activity: &str, input: Payload) -> Result<Self, PlanError> {
+    fn new(
+        upgrade: &UpgradeSpec,
+        id: &str,
+        title: String,
+        group: Option<&str>,
+        activity: &str,
+        input: Payload,
+    ) -> Result<Self, PlanError> {
         let mut spec = StepSpec::activity(id, activity, input)?;
         spec.title = title;
         spec.group = group.map(str::to_string);
-        spec.retry = changing();
+        spec.retry = changing(upgrade);
         Ok(Self { spec })
     }
 
@@ -174,6 +194,7 @@ fn cluster_steps(
     let first_deps: Vec<String> = after.map(|gate| vec![gate.to_string()]).unwrap_or_default();
     steps.push(
         StepBuilder::new(
+            spec,
             &id("precheck"),
             format!("check {c}: {from} healthy, permissions, skew to {}", spec.to_version),
             Some(c),
@@ -181,12 +202,12 @@ fn cluster_steps(
             payload(&precheck)?,
         )?
         .after(&first_deps)?
-        .retry(RetryPolicy::exponential(3, 1_000, 10_000))
         .timeout_ms(120_000)
         .spec,
     );
     steps.push(
         StepBuilder::new(
+            spec,
             &id("install"),
             format!("install revision {to} on {c} (server-side apply)"),
             Some(c),
@@ -195,12 +216,13 @@ fn cluster_steps(
         )?
         .after(&[id("precheck")])?
         .timeout_ms(300_000)
-        .undo_with(undo(activity::REMOVE_INSTALLED, 300_000))
+        .undo_with(undo(spec, activity::REMOVE_INSTALLED, 300_000))
         .spec,
     );
     let wait = WaitInput { target: target.clone(), timeout_ms: spec.control_plane_timeout_ms };
     steps.push(
         StepBuilder::new(
+            spec,
             &id("wait-control-plane"),
             format!("wait for {} on {c}", to.istiod()),
             Some(c),
@@ -215,6 +237,7 @@ fn cluster_steps(
     let validation = ValidationInput { target: target.clone(), service_before: discovery.istiod_service.clone() };
     steps.push(
         StepBuilder::new(
+            spec,
             &id("validation"),
             format!("make sure a live revision serves config validation on {c}"),
             Some(c),
@@ -223,7 +246,7 @@ fn cluster_steps(
         )?
         .after(&[id("wait-control-plane")])?
         .timeout_ms(120_000)
-        .undo_with(undo(activity::RESTORE_VALIDATION, 120_000))
+        .undo_with(undo(spec, activity::RESTORE_VALIDATION, 120_000))
         .spec,
     );
     let gateways = GatewaysInput {
@@ -233,6 +256,7 @@ fn cluster_steps(
     };
     steps.push(
         StepBuilder::new(
+            spec,
             &id("gateways"),
             format!("upgrade {} gateways on {c} in place to {to}", discovery.gateways.len()),
             Some(c),
@@ -241,7 +265,7 @@ fn cluster_steps(
         )?
         .after(&[id("validation")])?
         .timeout_ms(spec.rollout_timeout_ms + 120_000)
-        .undo_with(undo(activity::RESTORE_GATEWAYS, spec.rollout_timeout_ms + 120_000))
+        .undo_with(undo(spec, activity::RESTORE_GATEWAYS, spec.rollout_timeout_ms + 120_000))
         .spec,
     );
     let mut moves = Vec::new();
@@ -257,6 +281,7 @@ fn cluster_steps(
             let step = id(&format!("move-tag/{tag}"));
             steps.push(
                 StepBuilder::new(
+                    spec,
                     &step,
                     format!("point tag {tag} at {to} on {c} and restart its {} namespaces", discovery.namespaces.len()),
                     Some(c),
@@ -265,7 +290,7 @@ fn cluster_steps(
                 )?
                 .after(&[id("gateways")])?
                 .timeout_ms(spec.rollout_timeout_ms + 120_000)
-                .undo_with(undo(activity::RESTORE_TAG, spec.rollout_timeout_ms + 120_000))
+                .undo_with(undo(spec, activity::RESTORE_TAG, spec.rollout_timeout_ms + 120_000))
                 .spec,
             );
             moves.push(step);
@@ -284,10 +309,10 @@ fn cluster_steps(
                     namespace.workloads.len()
                 );
                 steps.push(
-                    StepBuilder::new(&step, title, Some(c), activity::MOVE_NAMESPACE, payload(&input)?)?
+                    StepBuilder::new(spec, &step, title, Some(c), activity::MOVE_NAMESPACE, payload(&input)?)?
                         .after(&[id("gateways")])?
                         .timeout_ms(spec.rollout_timeout_ms + 120_000)
-                        .undo_with(undo(activity::RESTORE_NAMESPACE, spec.rollout_timeout_ms + 120_000))
+                        .undo_with(undo(spec, activity::RESTORE_NAMESPACE, spec.rollout_timeout_ms + 120_000))
                         .spec,
                 );
                 moves.push(step);
@@ -300,6 +325,7 @@ fn cluster_steps(
     };
     steps.push(
         StepBuilder::new(
+            spec,
             &id("verify"),
             format!("verify every moved pod on {c} runs a {to} proxy"),
             Some(c),
@@ -327,6 +353,7 @@ fn gate_steps(
     let mut last = verifies.to_vec();
     if wave.soak_ms > 0 {
         let mut soak = StepBuilder::new(
+            spec,
             &format!("{prefix}/soak"),
             format!("soak {} for {} s", prefix, wave.soak_ms / 1_000),
             None,
@@ -346,6 +373,7 @@ fn gate_steps(
     deps.dedup();
     steps.push(
         StepBuilder::new(
+            spec,
             &format!("{prefix}/health"),
             format!("health of {prefix}: moved pods ready, on {}", spec.to),
             None,
@@ -360,6 +388,7 @@ fn gate_steps(
     last = vec![format!("{prefix}/health")];
     if wave.approval {
         let mut approval = StepBuilder::new(
+            spec,
             &format!("{prefix}/approval"),
             format!("approval of {prefix}"),
             None,
@@ -390,6 +419,7 @@ fn uninstall_steps(
     let handover = ValidationInput { target: target.clone(), service_before: discovery.istiod_service.clone() };
     steps.push(
         StepBuilder::new(
+            spec,
             &id("handover"),
             format!("hand config validation on {c} to {} before {from} goes", spec.to),
             Some(c),
@@ -398,11 +428,12 @@ fn uninstall_steps(
         )?
         .after(after)?
         .timeout_ms(120_000)
-        .undo_with(undo(activity::RESTORE_VALIDATION, 120_000))
+        .undo_with(undo(spec, activity::RESTORE_VALIDATION, 120_000))
         .spec,
     );
     steps.push(
         StepBuilder::new(
+            spec,
             &id("snapshot"),
             format!("record revision {from}'s objects on {c} (no Secrets)"),
             Some(c),
@@ -420,6 +451,7 @@ fn uninstall_steps(
     };
     steps.push(
         StepBuilder::new(
+            spec,
             &id("uninstall"),
             format!("uninstall revision {from} from {c}"),
             Some(c),
@@ -428,7 +460,7 @@ fn uninstall_steps(
         )?
         .after(&[id("snapshot")])?
         .timeout_ms(300_000)
-        .undo_with(undo(activity::REINSTALL_OLD, spec.control_plane_timeout_ms + 120_000))
+        .undo_with(undo(spec, activity::REINSTALL_OLD, spec.control_plane_timeout_ms + 120_000))
         .spec,
     );
     Ok(())

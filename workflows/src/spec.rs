@@ -137,6 +137,7 @@ struct HealthDocument {
 struct TimeoutsDocument {
     control_plane: Option<Spanned<String>>,
     rollout: Option<Spanned<String>>,
+    unreachable: Option<Spanned<String>>,
 }
 
 // The validated spec, as recorded.
@@ -249,6 +250,9 @@ pub struct UpgradeSpec {
     pub control_plane_timeout_ms: u64,
     /// How long a workload's rollout may take.
     pub rollout_timeout_ms: u64,
+    /// How long a cluster may stay unreachable (or answer with transient
+    /// errors) before a step that needs it fails.
+    pub unreachable_timeout_ms: u64,
 }
 
 impl UpgradeSpec {
@@ -305,6 +309,8 @@ impl UpgradeSpec {
         let control_plane_timeout_ms =
             duration(timeouts.and_then(|t| t.control_plane.as_ref()), "spec.timeouts.controlPlane", 300_000)?;
         let rollout_timeout_ms = duration(timeouts.and_then(|t| t.rollout.as_ref()), "spec.timeouts.rollout", 600_000)?;
+        let unreachable_timeout_ms =
+            duration(timeouts.and_then(|t| t.unreachable.as_ref()), "spec.timeouts.unreachable", 300_000)?;
         Ok(Self {
             name: document.metadata.name.value.clone(),
             labels: document.metadata.labels.clone(),
@@ -320,6 +326,7 @@ impl UpgradeSpec {
             on_failure,
             control_plane_timeout_ms,
             rollout_timeout_ms,
+            unreachable_timeout_ms,
         })
     }
 

@@ -4,19 +4,20 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use canaryflow_engine::{Event, EventKind, RecordedEvent, Signal, WorkflowState, load_history};
-use canaryflow_store::OpenMode;
+use canaryflow_engine::{Event, EventKind, RecordedEvent, Signal, WorkflowState};
 use serde::Serialize;
 
 use crate::cli::{Format, HistoryArgs};
+use crate::commands::access::Reader;
+use crate::commands::parse_id;
 use crate::commands::view::WorkflowView;
-use crate::commands::{open_store, parse_id};
 use crate::output::{Table, print_json, time};
 
 #[derive(Serialize)]
 struct Entry<'a> {
     seq: u64,
     at: String,
+    at_ms: u64,
     kind: &'static str,
     step: Option<String>,
     group: Option<String>,
@@ -42,15 +43,13 @@ pub async fn run(data_dir: &Path, format: Format, args: &HistoryArgs) -> anyhow:
                 .with_context(|| format!("--kind {name:?} is not an event kind (StepFailed, SignalReceived, ...)"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let store = open_store(data_dir, OpenMode::Existing).await?;
-    let history = {
-        let store = store.clone();
-        let until = args.at;
-        tokio::task::spawn_blocking(move || load_history(&store, id, until)).await??
-    };
-    if let Some(at) = args.at {
-        let last = store.require_summary(id)?.last_seq;
-        anyhow::ensure!(at <= last, "workflow {id} has events 0 to {last}; --at {at} is past its end");
+    let reader = Reader::open(data_dir).await?;
+    let history = reader.history(id, args.at).await?;
+    if let Some(at) = args.at
+        && history.last().is_none_or(|last| last.seq < at)
+    {
+        let last = reader.history(id, None).await?.last().map_or(0, |last| last.seq);
+        anyhow::bail!("workflow {id} has events 0 to {last}; --at {at} is past its end");
     }
     let state = WorkflowState::fold(id, &history).context("the history does not fold (run `canaryflow verify`)")?;
     let group_of = |step: &canaryflow_engine::StepId| state.step(step).and_then(|s| s.spec.group.clone());
@@ -59,6 +58,7 @@ pub async fn run(data_dir: &Path, format: Format, args: &HistoryArgs) -> anyhow:
         .map(|recorded| Entry {
             seq: recorded.seq,
             at: time(recorded.at_ms),
+            at_ms: recorded.at_ms,
             kind: recorded.event.kind().name(),
             step: recorded.event.step().map(ToString::to_string),
             group: recorded.event.step().and_then(group_of),

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use canaryflow_store::{ListFilter, OpenMode, Status, Summary};
+use canaryflow_store::{ListFilter, Status, Summary};
 use serde::Serialize;
 
 use crate::cli::{Format, ListArgs};
-use crate::commands::open_store;
+use crate::commands::access::Reader;
 use crate::output::{Table, parse_time, print_json, time};
 
 #[derive(Serialize)]
@@ -24,8 +24,7 @@ struct Row<'a> {
 
 pub async fn run(data_dir: &Path, format: Format, args: &ListArgs) -> anyhow::Result<ExitCode> {
     let filter = filter(args)?;
-    let store = open_store(data_dir, OpenMode::Existing).await?;
-    let summaries = tokio::task::spawn_blocking(move || store.list(&filter)).await??;
+    let summaries = Reader::open(data_dir).await?.list(filter).await?;
     print(&summaries, format)?;
     Ok(ExitCode::SUCCESS)
 }

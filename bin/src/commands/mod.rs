@@ -1,10 +1,13 @@
 //! One module per subcommand; this one dispatches and holds what they share.
 
+mod access;
 mod bench;
 mod bench_sim;
+mod demo;
 mod history;
 mod list;
 mod resume;
+mod signal;
 mod sim;
 mod status;
 mod upgrade;
@@ -23,9 +26,11 @@ use crate::cli::{BenchCommand, Cli, Command};
 
 /// Runs one command; `Ok` carries the exit status.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data_dir_given = cli.data_dir.clone();
     let data_dir = data_dir(cli.data_dir.clone())?;
     let format = cli.output;
     match cli.command {
+        Command::Demo(args) => demo::run(data_dir_given, format, &args).await,
         Command::List(args) => list::run(&data_dir, format, &args).await,
         Command::Status(args) => status::run(&data_dir, format, &args).await,
         Command::History(args) => history::run(&data_dir, format, &args).await,
@@ -36,6 +41,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => upgrade::plan(format, &args).await,
         Command::Start(args) => upgrade::start(&data_dir, format, &args).await,
         Command::Rollback(args) => upgrade::rollback(&data_dir, format, &args).await,
+        Command::Approve(args) => signal::approve(&data_dir, format, &args).await,
+        Command::Pause(args) => signal::pause(&data_dir, format, &args).await,
+        Command::Cancel(args) => signal::cancel(&data_dir, format, &args).await,
         Command::Bench(BenchCommand::Engine(args)) => bench::engine(&data_dir, format, &args).await,
         Command::Bench(BenchCommand::Sim(args)) => bench_sim::run(format, &args).await,
     }
@@ -71,8 +79,13 @@ async fn open_store(path: &std::path::Path, mode: OpenMode) -> anyhow::Result<St
 /// event with sequence number N is recorded: a testing aid (crash tests,
 /// `demo --crash-after`), never set in normal use.
 fn engine(store: Store) -> Engine {
-    let actor = std::env::var("USER").unwrap_or_else(|_| "canaryflow".into());
     let crash_after_seq = std::env::var("CANARYFLOW_CRASH_AFTER_SEQ").ok().and_then(|seq| seq.parse().ok());
+    engine_crashing_after(store, crash_after_seq)
+}
+
+/// [`engine`], aborting the process right after event `crash_after_seq`.
+fn engine_crashing_after(store: Store, crash_after_seq: Option<u64>) -> Engine {
+    let actor = std::env::var("USER").unwrap_or_else(|_| "canaryflow".into());
     let failpoints = Failpoints { crash_after_seq, crash_before_seq: None };
     Engine::new(store, activities::registry(), EngineConfig { actor, failpoints, ..EngineConfig::default() })
 }

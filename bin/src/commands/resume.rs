@@ -5,11 +5,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use canaryflow_engine::{RunOutcome, Signal};
-use canaryflow_store::{OpenMode, Status, WorkflowId};
+use canaryflow_store::{ListFilter, OpenMode, Status, WorkflowId};
 use serde::Serialize;
 
 use crate::cli::{Format, ResumeArgs};
-use crate::commands::{engine, open_store, parse_id};
+use crate::commands::access::{Delivery, Reader, Session, deliver};
+use crate::commands::parse_id;
+use crate::commands::upgrade::run_with_progress;
 use crate::output::{Table, print_json};
 
 #[derive(Serialize)]
@@ -22,27 +24,50 @@ struct Row {
 
 pub async fn run(data_dir: &Path, format: Format, args: &ResumeArgs) -> anyhow::Result<ExitCode> {
     let id = args.id.as_deref().map(parse_id).transpose()?;
-    let engine = engine(open_store(data_dir, OpenMode::Existing).await?);
     let results: Vec<(WorkflowId, anyhow::Result<RunOutcome>)> = match id {
-        None => engine
-            .run_unfinished()
-            .await?
-            .into_iter()
-            .map(|(id, result)| (id, result.map_err(anyhow::Error::from)))
-            .collect(),
+        None => {
+            let session = Session::open(data_dir, OpenMode::Existing).await?;
+            let store = session.engine.store().clone();
+            let filter = ListFilter { statuses: vec![Status::Running, Status::RollingBack], ..ListFilter::default() };
+            let unfinished = tokio::task::spawn_blocking(move || store.list(&filter)).await??;
+            if let [only] = unfinished.as_slice() {
+                // One upgrade to finish: show it going, as `start` does.
+                vec![(only.id, run_with_progress(&session.engine, only.id, args.progress).await)]
+            } else {
+                session
+                    .engine
+                    .run_unfinished()
+                    .await?
+                    .into_iter()
+                    .map(|(id, result)| (id, result.map_err(anyhow::Error::from)))
+                    .collect()
+            }
+        }
         Some(id) => {
-            let state = engine.load_state(id).await?;
-            match state.status() {
-                Status::Paused => {
-                    engine.signal(id, Signal::Resume).await?;
+            let reader = Reader::open(data_dir).await?;
+            let status = reader.state(id, None).await?.status();
+            let remote = matches!(reader, Reader::Remote(_));
+            drop(reader);
+            let session = match status {
+                Status::Paused => match deliver(data_dir, id, Signal::Resume).await? {
+                    Delivery::Local { session, .. } => session,
+                    Delivery::Remote { holder_pid, .. } => {
+                        let pid = holder_pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+                        println!("Workflow {id} resumed; the canaryflow process running it{pid} goes on.");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                },
+                Status::Running | Status::RollingBack if remote => {
+                    println!("Workflow {id} is {status} in another canaryflow process; there is nothing to resume.");
+                    return Ok(ExitCode::SUCCESS);
                 }
-                Status::Running | Status::RollingBack => {}
+                Status::Running | Status::RollingBack => Session::open(data_dir, OpenMode::Existing).await?,
                 other => {
                     println!("Workflow {id} has {}; there is nothing to resume.", past_tense(other));
                     return Ok(ExitCode::SUCCESS);
                 }
-            }
-            vec![(id, engine.run(id).await.map_err(anyhow::Error::from))]
+            };
+            vec![(id, run_with_progress(&session.engine, id, args.progress).await)]
         }
     };
     print(&results, format)?;

@@ -10,7 +10,9 @@ use canaryflow_workflows::{ClusterDiscovery, Prepared, compensation_of, prepare}
 use serde::Serialize;
 
 use crate::cli::{Format, PlanArgs, Progress, RollbackArgs, StartArgs};
-use crate::commands::{engine, open_store, parse_id};
+use crate::commands::access::{Delivery, Session, deliver, wait_remote};
+use crate::commands::parse_id;
+use crate::control::Reply;
 use crate::output::{Table, print_json};
 use crate::progress::Printer;
 
@@ -91,28 +93,48 @@ pub async fn plan(format: Format, args: &PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn start(data_dir: &Path, format: Format, args: &StartArgs) -> anyhow::Result<ExitCode> {
+    let (outcome, _session) = start_upgrade(data_dir, &args.file, format, args.progress, None, "canaryflow").await?;
+    Ok(report(&outcome, format, "upgrade"))
+}
+
+/// Checks the spec and the clusters, records the upgrade, prints its id and
+/// runs it in the foreground; `crash_after_seq` aborts the process right
+/// after that event (`demo --crash-after`). `command` is how the printed
+/// hints call canaryflow. Returns the session, still holding the data
+/// directory, for what the caller does next.
+pub async fn start_upgrade(
+    data_dir: &Path,
+    spec: &Path,
+    format: Format,
+    progress: Progress,
+    crash_after_seq: Option<u64>,
+    command: &str,
+) -> anyhow::Result<(RunOutcome, Session)> {
     // Everything that can be wrong with the spec or the clusters is found
     // before the data directory is touched.
-    let prepared = prepared(&args.file).await?;
+    let prepared = prepared(spec).await?;
     let workflow = prepared.workflow().map_err(|err| anyhow::anyhow!("{err}"))?;
     let steps = workflow.plan.steps.len();
-    let engine = engine(open_store(data_dir, OpenMode::CreateIfMissing).await?);
+    let session = match crash_after_seq {
+        None => Session::open(data_dir, OpenMode::CreateIfMissing).await?,
+        Some(seq) => Session::open_crashing_after(data_dir, OpenMode::CreateIfMissing, Some(seq)).await?,
+    };
+    let engine = &session.engine;
     let id = engine.start(workflow).await?;
-    if format == Format::Table && args.progress != Progress::Json {
+    if format == Format::Table && progress != Progress::Json {
         println!("Workflow {id} started: {} ({steps} steps)", prepared.spec.name);
-        println!("  follow:   canaryflow status {id}");
-        println!("  history:  canaryflow history {id}");
-        println!("  undo:     canaryflow rollback {id}");
+        println!("  follow:   {command} status {id}");
+        println!("  history:  {command} history {id}");
+        println!("  undo:     {command} rollback {id}");
     } else {
         println!("{}", serde_json::json!({"workflow": id.to_string(), "name": prepared.spec.name, "steps": steps}));
     }
-    let outcome = run(&engine, id, args.progress).await?;
-    Ok(report(&outcome, format, "upgrade"))
+    let outcome = run_with_progress(engine, id, progress).await?;
+    Ok((outcome, session))
 }
 
 pub async fn rollback(data_dir: &Path, format: Format, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let id = parse_id(&args.id)?;
-    let engine = engine(open_store(data_dir, OpenMode::Existing).await?);
     let scope = match &args.cluster {
         Some(cluster) => Scope::Group(cluster.clone()),
         None => Scope::All,
@@ -122,9 +144,15 @@ pub async fn rollback(data_dir: &Path, format: Format, args: &RollbackArgs) -> a
         reason: args.reason.clone(),
         allow_irreversible: args.allow_irreversible,
     };
-    engine.signal(id, signal).await.with_context(|| format!("rollback of {id}"))?;
+    let session = match deliver(data_dir, id, signal).await.with_context(|| format!("rollback of {id}"))? {
+        Delivery::Local { session, .. } => session,
+        Delivery::Remote { holder_pid, .. } => {
+            return rollback_elsewhere(data_dir, format, id, &scope, holder_pid).await;
+        }
+    };
+    let engine = &session.engine;
     println!("Rolling back {scope} of workflow {id}.");
-    let outcome = run(&engine, id, args.progress).await?;
+    let outcome = run_with_progress(engine, id, args.progress).await?;
     if let Scope::Group(cluster) = &scope {
         let state = engine.load_state(id).await?;
         let done = matches!(state.group_rollbacks.get(cluster), Some(canaryflow_engine::GroupRollback::RolledBack));
@@ -141,9 +169,45 @@ pub async fn rollback(data_dir: &Path, format: Format, args: &RollbackArgs) -> a
     Ok(report(&outcome, format, "rollback"))
 }
 
+/// The rollback was handed to the process running the workflow: wait for
+/// it there.
+async fn rollback_elsewhere(
+    data_dir: &Path,
+    format: Format,
+    id: WorkflowId,
+    scope: &Scope,
+    holder_pid: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let pid = holder_pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+    println!("Rolling back {scope} of workflow {id} in the canaryflow process running it{pid}; waiting for it.");
+    let group = match scope {
+        Scope::Group(group) => Some(group.clone()),
+        Scope::All => None,
+    };
+    match wait_remote(data_dir, id, group.clone()).await? {
+        Reply::Settled { status, reason, group_rolled_back } => {
+            if let Some(cluster) = group {
+                println!(
+                    "Cluster {cluster} is {}rolled back{}.",
+                    if group_rolled_back { "" } else { "not " },
+                    if group_rolled_back { String::new() } else { format!(": the workflow is {status}") }
+                );
+                return Ok(if group_rolled_back {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(crate::EXIT_NEEDS_OPERATOR)
+                });
+            }
+            Ok(report(&RunOutcome { id, status, reason }, format, "rollback"))
+        }
+        Reply::Refused { error } => Err(anyhow::anyhow!(error)),
+        other => Err(anyhow::anyhow!("an unexpected answer on the control socket: {other:?}")),
+    }
+}
+
 /// Runs the workflow in the foreground with progress.
-async fn run(engine: &Engine, id: WorkflowId, progress: Progress) -> anyhow::Result<RunOutcome> {
-    let printer = Printer::start(engine, id, progress);
+pub async fn run_with_progress(engine: &Engine, id: WorkflowId, progress: Progress) -> anyhow::Result<RunOutcome> {
+    let printer = Printer::start(engine, id, progress).await;
     let outcome = engine.run(id).await;
     printer.finish().await;
     Ok(outcome?)
@@ -151,7 +215,7 @@ async fn run(engine: &Engine, id: WorkflowId, progress: Progress) -> anyhow::Res
 
 /// Prints the end and picks the exit status: 0 when what was asked is
 /// done, 3 when an operator must decide, 1 when it failed.
-fn report(outcome: &RunOutcome, format: Format, what: &str) -> ExitCode {
+pub fn report(outcome: &RunOutcome, format: Format, what: &str) -> ExitCode {
     let reason = outcome.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
     if format == Format::Json {
         println!(

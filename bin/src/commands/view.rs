@@ -4,6 +4,7 @@ use canaryflow_engine::{Compensating, Forward, Outcome, StepAction, StepState, W
 use serde::Serialize;
 
 use crate::cli::Format;
+use crate::fleet_view::{self, WaveView};
 use crate::output::{Table, duration_ms, print_json, time};
 
 /// One step, flattened.
@@ -39,6 +40,7 @@ pub struct WorkflowView {
     pub updated: String,
     pub events: u64,
     pub waiting: Vec<Waiting>,
+    pub waves: Vec<WaveView>,
     pub steps: Vec<StepView>,
 }
 
@@ -59,6 +61,7 @@ impl WorkflowView {
             updated: time(state.updated_ms),
             events: state.next_seq,
             waiting: waiting(state),
+            waves: fleet_view::waves(state),
             steps: state.steps.iter().map(step_view).collect(),
         }
     }
@@ -73,6 +76,46 @@ impl WorkflowView {
         for waiting in &self.waiting {
             let until = waiting.until.as_ref().map(|until| format!(" until {until}")).unwrap_or_default();
             println!("Waiting:   {} ({}){until}", waiting.what, waiting.step);
+        }
+        if !self.waves.is_empty() {
+            println!();
+            let mut table = Table::new(&["WAVE", "CLUSTER", "STATE", "STEP", "ATTEMPTS", "SINCE", "DONE", "DETAIL"]);
+            for wave in &self.waves {
+                let gate = match (&wave.gate, wave.gate_until_ms) {
+                    (Some(gate), Some(until)) => format!("gate: {gate} until {}", time(until)),
+                    (Some(gate), None) => format!("gate: {gate}"),
+                    (None, _) => String::new(),
+                };
+                table.row(vec![
+                    format!("{} (max {} at once)", wave.name, wave.max_parallel),
+                    "-".into(),
+                    wave.state.into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("{}/{}", wave.done, wave.total),
+                    gate,
+                ]);
+                for cluster in &wave.clusters {
+                    let step = cluster.step.clone().map_or_else(
+                        || "-".into(),
+                        |step| {
+                            if cluster.also_running > 0 { format!("{step} +{}", cluster.also_running) } else { step }
+                        },
+                    );
+                    table.row(vec![
+                        String::new(),
+                        cluster.name.clone(),
+                        cluster.state.into(),
+                        step,
+                        cluster.attempts.to_string(),
+                        cluster.since_ms.map_or_else(|| "-".into(), time),
+                        format!("{}/{}", cluster.done, cluster.total),
+                        cluster.detail.clone().unwrap_or_default(),
+                    ]);
+                }
+            }
+            table.print();
         }
         println!();
         let mut table = Table::new(&["STEP", "GROUP", "STATE", "ATTEMPTS", "SINCE", "TOOK", "DETAIL"]);
@@ -143,7 +186,11 @@ fn waiting(state: &WorkflowState) -> Vec<Waiting> {
                 out.push(Waiting { what: "timer".into(), step: id, until: step.fire_at_ms.map(time) });
             }
             (Forward::Running { .. }, StepAction::Approval { gate }) => {
-                out.push(Waiting { what: format!("approval of gate {gate}"), step: id, until: None });
+                let what = match gate.strip_prefix("wave-") {
+                    Some(n) => format!("approval of {gate}: canaryflow approve {} --wave {n}", state.id),
+                    None => format!("approval of gate {gate}"),
+                };
+                out.push(Waiting { what, step: id, until: None });
             }
             (Forward::Retrying { retry_at_ms, .. }, _) => {
                 out.push(Waiting { what: "retry".into(), step: id, until: Some(time(*retry_at_ms)) });

@@ -484,7 +484,7 @@ fn step_payloads(step: &StepSpec) -> Vec<&Payload> {
 }
 
 /// An event as read from the log: where and when it was recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     /// Its sequence number in the workflow's history.
     pub seq: u64,

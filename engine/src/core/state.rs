@@ -555,9 +555,9 @@ impl WorkflowState {
             }
             Event::Resumed => {
                 self.requests.resume = false;
-                if self.paused.take().is_none() {
-                    return Err("the workflow is not paused".into());
-                }
+                // Accepted without a pause too: a rollback signalled beside
+                // the resume may have ended the pause before it was acted on.
+                self.paused = None;
                 self.resume_failed();
                 Ok(())
             }

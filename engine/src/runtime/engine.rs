@@ -282,10 +282,17 @@ impl Engine {
     /// it, else straight into its history. Refused, with nothing recorded,
     /// when it does not apply now. Returns the signal's sequence number.
     pub async fn signal(&self, id: WorkflowId, signal: Signal) -> Result<u64> {
+        let by = self.inner.config.actor.clone();
+        self.signal_by(id, signal, by).await
+    }
+
+    /// [`Engine::signal`] on behalf of `by` (who asked, as recorded in the
+    /// history): for requests relayed from another process.
+    pub async fn signal_by(&self, id: WorkflowId, signal: Signal, by: String) -> Result<u64> {
         let sender = self.inner.drivers.lock().expect("driver map lock poisoned").get(&id).cloned();
         if let Some(sender) = sender {
             let (reply, answer) = oneshot::channel();
-            let message = Inbox::Signal { signal: signal.clone(), by: self.inner.config.actor.clone(), reply };
+            let message = Inbox::Signal { signal: signal.clone(), by: by.clone(), reply };
             if sender.send(message).await.is_ok()
                 && let Ok(answer) = answer.await
             {
@@ -294,7 +301,6 @@ impl Engine {
             // The driver ended meanwhile: no one else writes now.
         }
         let store = self.inner.store.clone();
-        let by = self.inner.config.actor.clone();
         let at_ms = self.now_ms();
         blocking(move || {
             let mut state = journal::load_state(&store, id, None)?;

@@ -2,6 +2,10 @@
 
 // Crash the engine at every event boundary and resume it.
 mod crash;
+// Fleets: waves, gates, failure policies, outages.
+mod fleet;
+// Fleet gates and signals through the command line, across restarts.
+mod fleet_cli;
 // The command line: bench, resume, list, verify, bad input, exit codes.
 mod cli;
 // The simulator through kube-rs, over HTTP.

@@ -4,26 +4,11 @@
 //! kind of bad input.
 
 use std::path::Path;
-use std::process::Output;
 
 use canaryflow_sim::{FaultConfig, Revision, manifests_yaml};
 
 use crate::sim_kubectl::Kubectl;
-use crate::support::canaryflow;
-use crate::upgrade_support::{ClusterState, SpecOptions, cluster_state, seed_fleet, setup};
-
-/// Runs the CLI off the async threads (the simulator serves on them).
-async fn cli(data: &Path, args: &[&str], env: &[(&str, String)]) -> (Output, String, String) {
-    let mut command = canaryflow(data);
-    command.args(args).env("CANARYFLOW_POLL_MS", "20");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("spawn");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output, stdout, stderr)
-}
+use crate::upgrade_support::{ClusterState, SpecOptions, cli, cluster_state, seed_fleet, setup};
 
 /// The last sequence number of the only workflow in `data`.
 async fn last_seq(data: &Path) -> u64 {

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use canaryflow_engine::{Engine, EngineConfig, Registry};
@@ -16,6 +17,7 @@ use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 
 use crate::sim_kube::client;
+use crate::support::canaryflow;
 
 /// A simulated fleet with an upgrade spec ready to run.
 pub struct Setup {
@@ -230,4 +232,17 @@ pub fn revisions(state: &ClusterState) -> BTreeSet<Option<String>> {
         .filter(|(ns, _)| !["istio-system"].contains(&ns.as_str()))
         .flat_map(|(_, pods)| pods.iter().map(|(rev, _)| rev.clone()))
         .collect()
+}
+
+/// Runs the CLI off the async threads (the simulator serves on them).
+pub async fn cli(data: &Path, args: &[&str], env: &[(&str, String)]) -> (Output, String, String) {
+    let mut command = canaryflow(data);
+    command.args(args).env("CANARYFLOW_POLL_MS", "20");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("spawn");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stdout, stderr)
 }
