@@ -16,8 +16,13 @@ fn poll() -> Duration {
 
 /// The registry of every activity canaryflow knows.
 pub fn registry() -> Registry {
+    registry_polling_every(poll())
+}
+
+/// [`registry`], with the upgrade's waits looking again every `poll`.
+pub fn registry_polling_every(poll: Duration) -> Registry {
     let mut registry = Registry::new();
     registry.register_fn(BENCH_NOOP, |_context, _input| async { Ok(Payload::null()) });
-    canaryflow_workflows::register_all(&mut registry, canaryflow_workflows::Settings { poll: poll() });
+    canaryflow_workflows::register_all(&mut registry, canaryflow_workflows::Settings { poll });
     registry
 }

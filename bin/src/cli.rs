@@ -55,7 +55,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Show one workflow's events, or its state as of one of them.
     History(HistoryArgs),
-    /// Check every record of the log; exit 3 and name each damaged record.
+    /// Check every record of the log; exit 1 and name each damaged record.
     Verify(VerifyArgs),
     /// Rebuild the summary index from the log.
     Reindex,
@@ -303,11 +303,13 @@ pub enum BenchCommand {
     Engine(BenchEngineArgs),
     /// Start a simulated fleet and measure its start time and GET throughput.
     Sim(BenchSimArgs),
+    /// Upgrade a simulated fleet (its own process) and compare the time to the critical-path bound.
+    Fleet(BenchFleetArgs),
 }
 
-/// `bench sim` flags.
-#[derive(Debug, Args)]
-pub struct BenchSimArgs {
+/// The size of a simulated fleet for the benchmarks.
+#[derive(Debug, Clone, Copy, Args, serde::Serialize)]
+pub struct FleetShape {
     /// Clusters.
     #[arg(long, default_value_t = 100)]
     pub clusters: usize,
@@ -320,6 +322,37 @@ pub struct BenchSimArgs {
     /// Replicas per deployment.
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
+}
+
+/// `bench fleet` flags.
+#[derive(Debug, Args)]
+pub struct BenchFleetArgs {
+    /// The simulated fleet.
+    #[command(flatten)]
+    pub fleet: FleetShape,
+    /// Waves (the clusters are split evenly).
+    #[arg(long, default_value_t = 5)]
+    pub waves: usize,
+    /// Clusters in progress at once within a wave.
+    #[arg(long, default_value_t = 20)]
+    pub max_parallel: u32,
+    /// How long every rollout takes in the simulator (istiod, gateways, workloads).
+    #[arg(long, default_value = "5s")]
+    pub rollout_delay: String,
+    /// How often the upgrade's waits look again.
+    #[arg(long, default_value = "100ms")]
+    pub poll: String,
+    /// Keep the spec, the fleet's log and the event log here (default: a temporary folder, removed).
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<std::path::PathBuf>,
+}
+
+/// `bench sim` flags.
+#[derive(Debug, Args)]
+pub struct BenchSimArgs {
+    /// The simulated fleet.
+    #[command(flatten)]
+    pub fleet: FleetShape,
     /// Client connections at once (keep-alive), spread over the clusters.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,

@@ -18,7 +18,7 @@ use clap::Parser;
 pub use crate::cli::Cli;
 
 /// Exit status when a command ran but something needs an operator: a
-/// workflow paused or failed, or `verify` found damage.
+/// workflow paused or failed.
 pub const EXIT_NEEDS_OPERATOR: u8 = 3;
 
 /// Runs the command line with the process's arguments.
@@ -43,9 +43,11 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
+    // kube-rs logs every failed request at ERROR; canaryflow reports the
+    // ones that matter itself, with what it was doing and whether it retries.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,kube_client=off",
+        1 => "info,kube_client=warn",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CANARYFLOW_LOG")

@@ -149,14 +149,14 @@ impl State {
     }
 
     /// Stores (or, with `None`, removes) an object and records the event.
-    /// Everything that writes goes through here. Returns the previous object.
+    /// Everything that writes goes through here.
     pub fn commit(
         &mut self,
         events: &broadcast::Sender<Arc<WatchEvent>>,
         resource: &ResourceType,
         new: Option<Value>,
         key: (String, String),
-    ) -> Option<Value> {
+    ) {
         self.resource_version += 1;
         let rv = json!(self.resource_version.to_string());
         let recording = self.recording;
@@ -171,7 +171,7 @@ impl State {
                 (if old.is_some() { EventType::Modified } else { EventType::Added }, facts, event_object, old)
             }
             None => {
-                let mut removed = store.remove(&key)?;
+                let Some(mut removed) = store.remove(&key) else { return };
                 object::metadata_mut(&mut removed).insert("resourceVersion".into(), rv);
                 (EventType::Deleted, Facts::of(&removed), Some(removed), None)
             }
@@ -183,7 +183,7 @@ impl State {
                 resource: resource.storage_key(),
                 kind,
                 object,
-                old: old.clone(),
+                old,
             });
             self.history.push_back(event.clone());
             while self.history.len() > WATCH_HISTORY_COUNT_MAX {
@@ -193,7 +193,6 @@ impl State {
             }
             let _ = events.send(event);
         }
-        old
     }
 
     /// Tells the controller what a change means for workloads.

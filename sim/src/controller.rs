@@ -319,9 +319,8 @@ fn update_pod_readiness(cluster: &Cluster, state: &mut State, workload: &Value, 
             (ready != admission::pod_ready(pod) || crash != crashing).then(|| (pod.clone(), ready))
         })
         .collect();
-    for (pod, ready) in changing {
-        let mut updated = pod.clone();
-        let mut status = pod.get("status").cloned().unwrap_or_else(|| json!({}));
+    for (mut updated, ready) in changing {
+        let mut status = updated.get_mut("status").map(Value::take).unwrap_or_else(|| json!({}));
         set_ready(&mut status, ready);
         if crash && let Some(first) = status.pointer_mut("/containerStatuses/0") {
             first["state"] = json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting failed container"}});
@@ -329,7 +328,7 @@ fn update_pod_readiness(cluster: &Cluster, state: &mut State, workload: &Value, 
             first["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
         }
         updated["status"] = status;
-        let key = (object::namespace(&pod).to_string(), object::name(&pod).to_string());
+        let key = (object::namespace(&updated).to_string(), object::name(&updated).to_string());
         state.commit(cluster.events(), pod_type, Some(updated), key);
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use canaryflow_engine::ActivityError;
+use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
@@ -35,8 +36,12 @@ pub struct DiscoveryError {
     pub message: String,
 }
 
-/// Reads every cluster of `spec`, concurrently; fails on the first problem
-/// found in each, and reports all clusters that have one.
+/// Clusters read at once while planning: a fleet of a hundred read all at
+/// once holds every cluster's workloads in memory together.
+const DISCOVERY_CLUSTERS_AT_ONCE: usize = 8;
+
+/// Reads every cluster of `spec`, a few at a time; fails on the first
+/// problem found in each, and reports all clusters that have one.
 pub async fn discover(clusters: &Clusters, spec: &UpgradeSpec) -> Result<Vec<ClusterDiscovery>, Vec<DiscoveryError>> {
     let mut tasks = Vec::new();
     for cluster in &spec.clusters {
@@ -45,7 +50,7 @@ pub async fn discover(clusters: &Clusters, spec: &UpgradeSpec) -> Result<Vec<Clu
             discover_one(&client, spec).await.map_err(|err| fail(cluster, err.message))
         });
     }
-    let results = futures::future::join_all(tasks).await;
+    let results: Vec<_> = futures::stream::iter(tasks).buffered(DISCOVERY_CLUSTERS_AT_ONCE).collect().await;
     let mut found = Vec::new();
     let mut errors = Vec::new();
     for result in results {

@@ -18,10 +18,47 @@ use crate::spec::ClusterRef;
 /// The field manager canaryflow applies as.
 pub const FIELD_MANAGER: &str = "canaryflow";
 
-/// Clients by cluster, made on first use and kept.
+/// Clients kept at most: each holds a pool of connections (up to
+/// [`REQUESTS_PER_CLUSTER_MAX`]) and the cluster's API discovery. A fleet
+/// upgrade works on a few waves' clusters at a time; a client dropped from
+/// the cache is made again when needed.
+pub const CLIENTS_CACHED_MAX: usize = 48;
+
+/// Clients by cluster, made on first use and kept, the least recently
+/// used dropped beyond [`CLIENTS_CACHED_MAX`].
 #[derive(Default)]
 pub struct Clusters {
-    clients: Mutex<HashMap<ClusterRef, Arc<ClusterClient>>>,
+    clients: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    by_cluster: HashMap<ClusterRef, (Arc<ClusterClient>, u64)>,
+    uses: u64,
+}
+
+impl Cache {
+    fn get(&mut self, cluster: &ClusterRef) -> Option<Arc<ClusterClient>> {
+        self.uses += 1;
+        let uses = self.uses;
+        self.by_cluster.get_mut(cluster).map(|(client, used)| {
+            *used = uses;
+            client.clone()
+        })
+    }
+
+    fn insert(&mut self, cluster: ClusterRef, client: Arc<ClusterClient>) {
+        self.uses += 1;
+        self.by_cluster.insert(cluster, (client, self.uses));
+        while self.by_cluster.len() > CLIENTS_CACHED_MAX {
+            let oldest = self.by_cluster.iter().min_by_key(|(_, (_, used))| *used).map(|(cluster, _)| cluster.clone());
+            let Some(oldest) = oldest else { break };
+            // Steps still using it hold their own handle; its connections
+            // close when the last one is done.
+            self.by_cluster.remove(&oldest);
+        }
+        assert!(self.by_cluster.len() <= CLIENTS_CACHED_MAX, "the client cache is bounded");
+    }
 }
 
 impl std::fmt::Debug for Clusters {
@@ -43,7 +80,7 @@ impl Clusters {
     /// The client of `cluster`, connecting on first use.
     pub async fn get(&self, cluster: &ClusterRef) -> Result<Arc<ClusterClient>, ActivityError> {
         if let Some(found) = self.clients.lock().expect("clients lock poisoned").get(cluster) {
-            return Ok(found.clone());
+            return Ok(found);
         }
         let client = connect(cluster).await?;
         let made =
@@ -85,9 +122,15 @@ async fn connect(cluster: &ClusterRef) -> Result<Client, ActivityError> {
     // An unreachable cluster should fail an attempt in seconds, not minutes.
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(30));
-    Client::try_from(config)
-        .map_err(|err| ActivityError::fatal("kubeconfig", format!("cluster {}: {err}", cluster.name)))
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|err| ActivityError::fatal("kubeconfig", format!("cluster {}: {err}", cluster.name)))?;
+    Ok(builder.with_layer(&tower::limit::ConcurrencyLimitLayer::new(REQUESTS_PER_CLUSTER_MAX)).build())
 }
+
+/// Requests in flight to one cluster at once, over all of its steps; more
+/// wait their turn. Bounds the connections (and their buffers) an upgrade
+/// holds per cluster, and the load it puts on an API server.
+pub const REQUESTS_PER_CLUSTER_MAX: usize = 16;
 
 /// Sorts a kube-rs error into retryable or not, saying what was being done.
 #[must_use]
@@ -326,6 +369,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[tokio::test]
+    async fn the_client_cache_keeps_the_most_recently_used() {
+        let config = Config::new("http://127.0.0.1:9".parse().expect("uri"));
+        let client = |name: &str| {
+            let cluster = ClusterRef { name: name.into(), context: name.into(), kubeconfig: None };
+            let client = Client::try_from(config.clone()).expect("client");
+            (cluster.clone(), Arc::new(ClusterClient { cluster, client, discovery: tokio::sync::Mutex::new(None) }))
+        };
+        let mut cache = Cache::default();
+        let (first, made) = client("first");
+        cache.insert(first.clone(), made);
+        for n in 0..CLIENTS_CACHED_MAX + 10 {
+            let (cluster, made) = client(&format!("c{n}"));
+            cache.insert(cluster, made);
+            assert!(cache.get(&first).is_some(), "used all along, never the oldest");
+        }
+        assert_eq!(cache.by_cluster.len(), CLIENTS_CACHED_MAX);
+        let dropped = ClusterRef { name: "c0".into(), context: "c0".into(), kubeconfig: None };
+        assert!(cache.get(&dropped).is_none(), "the least recently used went first");
+    }
 
     #[test]
     fn rollout_states_read_like_kubectl_rollout_status() {

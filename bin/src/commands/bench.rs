@@ -61,6 +61,9 @@ pub async fn engine(data_dir: &Path, format: Format, args: &BenchEngineArgs) -> 
     let store = open_store(data_dir, OpenMode::CreateIfMissing).await?;
     let config = EngineConfig { workflows_running_max: args.concurrency, ..EngineConfig::default() };
     let engine = Engine::new(store, activities::registry(), config);
+    // Like every command that runs workflows, it answers `status`, `list`
+    // and signals from other processes while it holds the data directory.
+    let _control = crate::control::Server::start(&engine, data_dir);
     let (appends_before, fsyncs_before) = (engine.store().append_count(), engine.store().flush_count());
 
     let started = Instant::now();

@@ -17,15 +17,13 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::cli::{BenchSimArgs, Format};
+use crate::cli::{BenchSimArgs, FleetShape, Format};
 use crate::output::print_json;
 
 #[derive(Serialize)]
 struct Report {
-    clusters: usize,
-    namespaces: usize,
-    deployments: usize,
-    replicas: usize,
+    #[serde(flatten)]
+    fleet: FleetShape,
     objects_per_cluster: usize,
     start_seconds: f64,
     rss_megabytes_after_start: Option<f64>,
@@ -43,10 +41,10 @@ pub async fn run(format: Format, args: &BenchSimArgs) -> anyhow::Result<ExitCode
     );
     anyhow::ensure!(args.seconds > 0 && args.seconds <= 600, "--seconds {} must be 1 to 600", args.seconds);
     let config = FleetConfig {
-        clusters: args.clusters,
-        namespaces: args.namespaces,
-        deployments: args.deployments,
-        replicas: args.replicas,
+        clusters: args.fleet.clusters,
+        namespaces: args.fleet.namespaces,
+        deployments: args.fleet.deployments,
+        replicas: args.fleet.replicas,
         rollout_delay: Duration::from_secs(1),
         ..FleetConfig::default()
     };
@@ -54,7 +52,7 @@ pub async fn run(format: Format, args: &BenchSimArgs) -> anyhow::Result<ExitCode
     let fleet = Fleet::start(config).await?;
     let start_seconds = started.elapsed().as_secs_f64();
     let rss = rss_megabytes();
-    eprintln!("bench: {} clusters started in {start_seconds:.2} s; measuring GETs", args.clusters);
+    eprintln!("bench: {} clusters started in {start_seconds:.2} s; measuring GETs", args.fleet.clusters);
     let addresses: Vec<String> =
         fleet.clusters().iter().map(|c| c.url.trim_start_matches("http://").to_string()).collect();
     let duration = Duration::from_secs(args.seconds);
@@ -62,12 +60,9 @@ pub async fn run(format: Format, args: &BenchSimArgs) -> anyhow::Result<ExitCode
     load(&addresses, "/version", args.connections, Duration::from_millis(300)).await?;
     let version = load(&addresses, "/version", args.connections, duration).await?;
     let object = load(&addresses, "/apis/apps/v1/namespaces/shop/deployments/web", args.connections, duration).await?;
-    let objects_per_cluster = args.namespaces * args.deployments * (2 + args.replicas);
+    let objects_per_cluster = args.fleet.namespaces * args.fleet.deployments * (2 + args.fleet.replicas);
     let report = Report {
-        clusters: args.clusters,
-        namespaces: args.namespaces,
-        deployments: args.deployments,
-        replicas: args.replicas,
+        fleet: args.fleet,
         objects_per_cluster,
         start_seconds,
         rss_megabytes_after_start: rss,
@@ -81,7 +76,11 @@ pub async fn run(format: Format, args: &BenchSimArgs) -> anyhow::Result<ExitCode
     } else {
         println!(
             "sim: {} clusters x {} namespaces x {} deployments x {} replicas (~{} objects per cluster)",
-            report.clusters, report.namespaces, report.deployments, report.replicas, report.objects_per_cluster
+            report.fleet.clusters,
+            report.fleet.namespaces,
+            report.fleet.deployments,
+            report.fleet.replicas,
+            report.objects_per_cluster
         );
         println!("  start          {:>10.2} s", report.start_seconds);
         if let Some(rss) = report.rss_megabytes_after_start {

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -18,6 +18,7 @@ use canaryflow_store::{ListFilter, OpenMode, Status};
 
 use crate::cli::{DemoArgs, Format};
 use crate::commands::access::Session;
+use crate::commands::sim_process::{SimProcess, is_sim, terminate};
 use crate::commands::upgrade::{report, run_with_progress, start_upgrade};
 use crate::output::duration_ms;
 
@@ -27,8 +28,6 @@ const FLEET_LOG: &str = "fleet.log";
 const FLEET_PID: &str = "fleet.pid";
 /// How long the fleet may take to come up.
 const FLEET_START_TIMEOUT: Duration = Duration::from_secs(60);
-/// What the fleet prints once it serves.
-const FLEET_READY: &str = "Running until interrupted";
 
 /// The demo's files.
 struct Demo {
@@ -76,14 +75,27 @@ async fn fresh(demo: &Demo, format: Format, args: &DemoArgs) -> anyhow::Result<E
     prepare_dir(demo)?;
     let names = cluster_names(args.clusters);
     println!("Starting a simulated fleet of {} clusters with Istio 1.6.5 (non-revisioned) ...", names.len());
-    let mut fleet = spawn_fleet(demo, &names)?;
-    if let Err(err) = wait_ready(demo, &mut fleet) {
-        let _ = fleet.kill();
-        let _ = fleet.wait();
-        return Err(err);
-    }
+    let sim_args: Vec<String> = [
+        "--names",
+        &names.join(","),
+        "--clusters",
+        &names.len().to_string(),
+        "--namespaces",
+        "4",
+        "--deployments",
+        "3",
+        "--replicas",
+        "2",
+        "--rollout-delay",
+        "1s",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let fleet = SimProcess::start(&demo.dir, FLEET_LOG, &sim_args, FLEET_START_TIMEOUT)?;
+    std::fs::write(demo.path(FLEET_PID), fleet.pid().to_string())?;
     write_spec(demo, &names)?;
-    println!("  fleet:      pid {} (its own process: killing the upgrade leaves it standing)", fleet.id());
+    println!("  fleet:      pid {} (its own process: killing the upgrade leaves it standing)", fleet.pid());
     println!("  kubeconfig: {}", demo.path("kubeconfig").display());
     println!("  spec:       {}", demo.path("upgrade.yaml").display());
     println!("  event log:  {}", demo.data_dir.display());
@@ -262,45 +274,6 @@ fn prepare_dir(demo: &Demo) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_fleet(demo: &Demo, names: &[String]) -> anyhow::Result<Child> {
-    use std::os::unix::process::CommandExt as _;
-    let log = std::fs::File::create(demo.path(FLEET_LOG))?;
-    let exe = std::env::current_exe().context("where is this canaryflow binary?")?;
-    let child = Command::new(exe)
-        .args(["sim", "--names", &names.join(","), "--clusters", &names.len().to_string()])
-        .args(["--namespaces", "4", "--deployments", "3", "--replicas", "2", "--rollout-delay", "1s"])
-        .arg("--kubeconfig-out")
-        .arg(demo.path("kubeconfig"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        // Its own process group: Ctrl-C on the upgrade leaves it running.
-        .process_group(0)
-        .spawn()
-        .context("start the simulated fleet")?;
-    std::fs::write(demo.path(FLEET_PID), child.id().to_string())?;
-    Ok(child)
-}
-
-fn wait_ready(demo: &Demo, fleet: &mut Child) -> anyhow::Result<()> {
-    let deadline = Instant::now() + FLEET_START_TIMEOUT;
-    loop {
-        let log = std::fs::read_to_string(demo.path(FLEET_LOG)).unwrap_or_default();
-        if log.contains(FLEET_READY) && demo.path("kubeconfig").exists() {
-            return Ok(());
-        }
-        if let Some(status) = fleet.try_wait()? {
-            bail!("the simulated fleet exited ({status}) before it served:\n{log}");
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the simulated fleet did not start within {} s:\n{log}",
-            FLEET_START_TIMEOUT.as_secs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn write_spec(demo: &Demo, names: &[String]) -> anyhow::Result<()> {
     let revision = Revision::new("1-6-8", "1.6.8").map_err(anyhow::Error::msg)?;
     std::fs::write(demo.path("manifests-1-6-8.yaml"), manifests_yaml(&revision).map_err(anyhow::Error::msg)?)?;
@@ -335,18 +308,12 @@ spec:
 /// The fleet's pid, if it still runs.
 fn fleet_pid(demo: &Demo) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(demo.path(FLEET_PID)).ok()?.trim().parse().ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // A zombie has exited; a reused pid runs something else.
-    let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
-    let ours = cmdline.split(|b| *b == 0).any(|arg| arg == b"sim");
-    (ours && !zombie).then_some(pid)
+    is_sim(pid).then_some(pid)
 }
 
 fn stop_fleet(demo: &Demo) -> anyhow::Result<()> {
     let Some(pid) = fleet_pid(demo) else { return Ok(()) };
-    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().context("run kill")?;
-    anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+    terminate(pid);
     let deadline = Instant::now() + Duration::from_secs(10);
     while fleet_pid(demo).is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -2,6 +2,7 @@
 
 mod access;
 mod bench;
+mod bench_fleet;
 mod bench_sim;
 mod demo;
 mod history;
@@ -9,6 +10,7 @@ mod list;
 mod resume;
 mod signal;
 mod sim;
+mod sim_process;
 mod status;
 mod upgrade;
 mod verify;
@@ -46,6 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => signal::cancel(&data_dir, format, &args).await,
         Command::Bench(BenchCommand::Engine(args)) => bench::engine(&data_dir, format, &args).await,
         Command::Bench(BenchCommand::Sim(args)) => bench_sim::run(format, &args).await,
+        Command::Bench(BenchCommand::Fleet(args)) => bench_fleet::run(format, &args).await,
     }
 }
 

@@ -157,8 +157,8 @@ impl Driver {
                 eprintln!("failpoint: aborting before recording sequence {first_seq}..={last_seq}");
                 std::process::abort();
             }
-            let (store, state) = (self.engine.store.clone(), self.state.clone());
-            let events = blocking(move || journal::append(&store, &state, &events).map(|()| events)).await?;
+            let (store, head) = (self.engine.store.clone(), journal::AppendHead::of(&self.state));
+            let events = blocking(move || journal::append(&store, &head, &events).map(|()| events)).await?;
             if failpoints.crash_after_seq.is_some_and(|seq| (first_seq..=last_seq).contains(&seq)) {
                 eprintln!("failpoint: aborting after recording sequence {first_seq}..={last_seq}");
                 std::process::abort();

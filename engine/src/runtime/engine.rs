@@ -311,7 +311,7 @@ impl Engine {
                 event: Event::SignalReceived(SignalReceived { signal, by }),
             };
             state.apply(&recorded).map_err(|source| Error::Fold { workflow_id: id, source })?;
-            journal::append(&store, &state, std::slice::from_ref(&recorded))?;
+            journal::append(&store, &journal::AppendHead::of(&state), std::slice::from_ref(&recorded))?;
             Ok(recorded.seq)
         })
         .await

@@ -7,9 +7,30 @@ use crate::core::event::RecordedEvent;
 use crate::core::state::WorkflowState;
 use crate::error::{Error, Result};
 
-/// Appends `events` (already applied to `state`, which gives the summary)
+/// What an append needs of the workflow's state: its summary fields, and
+/// the sequence number after the events (to check that the state was
+/// applied exactly up to them). Small, so that appending does not copy the
+/// state (which holds the whole plan) on every batch.
+pub(crate) struct AppendHead {
+    id: WorkflowId,
+    next_seq: u64,
+    fields: SummaryFields,
+}
+
+impl AppendHead {
+    /// The head for events already applied to `state`.
+    pub(crate) fn of(state: &WorkflowState) -> Self {
+        Self {
+            id: state.id,
+            next_seq: state.next_seq,
+            fields: SummaryFields { name: state.name.clone(), status: state.status(), labels: state.labels.clone() },
+        }
+    }
+}
+
+/// Appends `events` (already applied to the state `head` was taken from)
 /// and returns once they are durable. Blocking: call from a blocking thread.
-pub(crate) fn append(store: &Store, state: &WorkflowState, events: &[RecordedEvent]) -> Result<()> {
+pub(crate) fn append(store: &Store, head: &AppendHead, events: &[RecordedEvent]) -> Result<()> {
     let first = events.first().expect("an append has at least one event");
     let records: Vec<NewRecord> = events
         .iter()
@@ -18,9 +39,8 @@ pub(crate) fn append(store: &Store, state: &WorkflowState, events: &[RecordedEve
             NewRecord { kind, kind_version, at_ms: recorded.at_ms, payload }
         })
         .collect();
-    let fields = SummaryFields { name: state.name.clone(), status: state.status(), labels: state.labels.clone() };
-    let receipt = store.append(state.id, first.seq, &records, &fields)?;
-    assert_eq!(receipt.last_seq + 1, state.next_seq, "the state was applied exactly up to the appended events");
+    let receipt = store.append(head.id, first.seq, &records, &head.fields)?;
+    assert_eq!(receipt.last_seq + 1, head.next_seq, "the state was applied exactly up to the appended events");
     Ok(())
 }
 

@@ -199,10 +199,21 @@ fn a_second_process_is_refused_at_once_with_the_holders_pid() {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Wait until it serves its control socket too.
+    for _ in 0..500 {
+        if std::os::unix::net::UnixStream::connect(data.join("control.sock")).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let started = std::time::Instant::now();
     let expected = format!("is in use by another canaryflow process (pid {})", holder.id());
-    refused(&data, &["list"], &expected);
-    assert!(started.elapsed() < Duration::from_secs(5), "refused at once, not after a wait");
+    refused(&data, &["resume"], &expected);
+    assert!(started.elapsed() < Duration::from_millis(1_500), "refused at once, not after a wait");
+    // Reading goes through the holder instead.
+    let (output, stdout, stderr) = run(canaryflow(&data).args(["list", "-o", "json"]));
+    assert!(output.status.success(), "list through the holder's control socket: {stdout}{stderr}");
+    assert!(stdout.trim_start().starts_with('['), "{stdout}");
     holder.kill().expect("kill");
     let _ = holder.wait();
 }

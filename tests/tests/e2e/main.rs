@@ -8,6 +8,8 @@ mod fleet;
 mod fleet_cli;
 // The command line: bench, resume, list, verify, bad input, exit codes.
 mod cli;
+// `canaryflow demo`, crashed, resumed and rolled back.
+mod demo;
 // The simulator through kube-rs, over HTTP.
 mod sim_kube;
 // The simulator with the real kubectl.

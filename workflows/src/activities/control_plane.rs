@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
 
-use super::{Env, decode, output, upgrade_input};
+use super::{Env, decode, manifests, output};
 use crate::discovery::{check_permissions, check_revisions, check_skew};
 use crate::inputs::{
     InstallInput, InstallOutput, PrecheckInput, SnapshotInput, SnapshotOutput, UninstallInput, UninstallOutput,
@@ -55,7 +55,7 @@ pub(super) async fn install(
     input: InstallInput,
 ) -> Result<ActivityOutput, ActivityError> {
     let client = env.clusters.get(&input.target.cluster).await?;
-    let upgrade = upgrade_input(&context)?;
+    let upgrade = manifests(&context)?;
     let mut applied = Vec::new();
     for object in &upgrade.control_plane {
         let mut object = object.clone();
@@ -82,7 +82,7 @@ pub(super) async fn remove_installed(
     input: InstallInput,
 ) -> Result<ActivityOutput, ActivityError> {
     let client = env.clusters.get(&input.target.cluster).await?;
-    let upgrade = upgrade_input(&context)?;
+    let upgrade = manifests(&context)?;
     let mut deleted = Vec::new();
     for object in upgrade.control_plane.iter().rev() {
         let Some(live) = client.get_like(object).await? else { continue };

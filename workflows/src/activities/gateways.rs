@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::{Env, forward_output, output, upgrade_input};
+use super::{Env, forward_output, manifests, output};
 use crate::inputs::{GatewayPlan, GatewaysInput, GatewaysOutput};
 use crate::istio::{gateway_revision, injected_by};
 use crate::kube_ops::{ClusterClient, FIELD_MANAGER, clean, kube_error, rollout_done, to_json, wait_for};
@@ -26,7 +26,7 @@ pub(super) async fn upgrade(
     input: GatewaysInput,
 ) -> Result<ActivityOutput, ActivityError> {
     let client = env.clusters.get(&input.target.cluster).await?;
-    let manifests = upgrade_input(&context)?.gateways;
+    let manifests = manifests(&context)?.gateways;
     let to = &input.target.to;
     let mut result = GatewaysOutput::default();
     let mut applied_namespaces: Vec<String> = Vec::new();

@@ -14,7 +14,6 @@ use canaryflow_engine::{ActivityContext, ActivityError, ActivityOutput, Payload,
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::inputs::UpgradeInput;
 use crate::kube_ops::Clusters;
 use crate::plan::activity;
 
@@ -149,7 +148,16 @@ fn forward_output<T: DeserializeOwned>(context: &ActivityContext) -> Option<T> {
     context.compensating.as_ref()?.forward_output.as_ref()?.decode().ok()
 }
 
-/// The workflow's input: the manifests and what planning saw.
-fn upgrade_input(context: &ActivityContext) -> Result<UpgradeInput, ActivityError> {
+/// The new revision's objects, from the workflow's input.
+#[derive(serde::Deserialize)]
+struct Manifests {
+    control_plane: Vec<serde_json::Value>,
+    gateways: Vec<serde_json::Value>,
+}
+
+/// The manifests of the workflow's input. Only they are decoded: the input
+/// also holds what planning saw in every cluster of the fleet, and a wave of
+/// installs decoding all of it at once would hold it many times over.
+fn manifests(context: &ActivityContext) -> Result<Manifests, ActivityError> {
     decode(&context.workflow_input)
 }

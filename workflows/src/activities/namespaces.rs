@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canaryflow_engine::{ActivityContext, ActivityError, ActivityOutput, StepId};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -27,6 +28,9 @@ use crate::kube_ops::{ClusterClient, FIELD_MANAGER, clean, get_workload, kube_er
 /// step's idempotency key: a re-run sets the same value, which changes
 /// nothing and starts no second rollout.
 pub const RESTART_ANNOTATION: &str = "canaryflow.io/restart";
+
+/// Restarts (PATCHes) one activity sends to a cluster at once.
+const RESTARTS_AT_ONCE: usize = 4;
 
 fn params() -> PatchParams {
     PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() }
@@ -175,6 +179,8 @@ pub(super) async fn verify(
     let client = env.clusters.get(&input.target.cluster).await?;
     let mut result = VerifyOutput::default();
     let mut wrong = Vec::new();
+    // One namespace's pods at a time: a pod as JSON is large, and a wave
+    // verifies all its clusters at once.
     for namespace in &input.namespaces {
         for pod in live_pods(&client, namespace).await? {
             let name = format!("{namespace}/{}", pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?"));
@@ -212,32 +218,47 @@ pub(super) async fn health(
     context: ActivityContext,
     input: HealthInput,
 ) -> Result<ActivityOutput, ActivityError> {
-    let mut problems = Vec::new();
-    let mut pods = 0;
-    for (target, namespaces) in &input.clusters {
-        let client = env.clusters.get(&target.cluster).await?;
-        let baseline = baseline(&context, target);
-        for namespace in namespaces {
-            for pod in live_pods(&client, namespace).await? {
-                let Some(injection) = injected_by(&pod) else { continue };
-                pods += 1;
-                let name =
-                    format!("{namespace}/{}", pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?"));
-                if injection.revision.as_deref() != Some(target.to.0.as_str()) || !ready(&pod) {
-                    problems.push(format!("{}: {name} is not ready on {}", target.cluster.name, target.to));
-                }
-                if let Some(most) = input.restarts_max {
-                    let since = restarts(&pod).saturating_sub(baseline.get(&name).copied().unwrap_or(0));
-                    if since > u64::from(most) {
-                        problems.push(format!(
-                            "{}: {name} restarted {since} times during the soak (at most {most})",
-                            target.cluster.name
-                        ));
+    // A few clusters of the wave at a time (owned futures: borrowing
+    // closures trip the compiler's higher-ranked lifetime check once the
+    // activity future must be Send).
+    let checks: Vec<_> = input
+        .clusters
+        .iter()
+        .map(|(target, namespaces)| {
+            let (env, target, namespaces) = (env.clone(), target.clone(), namespaces.clone());
+            let (baseline, restarts_max) = (baseline(&context, &target), input.restarts_max);
+            async move {
+                let client = env.clusters.get(&target.cluster).await?;
+                let mut problems = Vec::new();
+                let mut pods = 0usize;
+                for namespace in &namespaces {
+                    for pod in live_pods(&client, namespace).await? {
+                        let Some(injection) = injected_by(&pod) else { continue };
+                        pods += 1;
+                        let pod_name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
+                        let name = format!("{namespace}/{pod_name}");
+                        if injection.revision.as_deref() != Some(target.to.0.as_str()) || !ready(&pod) {
+                            problems.push(format!("{}: {name} is not ready on {}", target.cluster.name, target.to));
+                        }
+                        if let Some(most) = restarts_max {
+                            let since = restarts(&pod).saturating_sub(baseline.get(&name).copied().unwrap_or(0));
+                            if since > u64::from(most) {
+                                problems.push(format!(
+                                    "{}: {name} restarted {since} times during the soak (at most {most})",
+                                    target.cluster.name
+                                ));
+                            }
+                        }
                     }
                 }
+                Ok::<_, ActivityError>((pods, problems))
             }
-        }
-    }
+        })
+        .collect();
+    let checked: Vec<(usize, Vec<String>)> =
+        futures::stream::iter(checks).buffer_unordered(CLUSTERS_AT_ONCE).try_collect().await?;
+    let pods: usize = checked.iter().map(|(pods, _)| pods).sum();
+    let problems: Vec<String> = checked.into_iter().flat_map(|(_, problems)| problems).collect();
     if !problems.is_empty() {
         let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
         return Err(ActivityError::retryable("health", format!("{} problems: {}", problems.len(), shown.join("; "))));
@@ -282,28 +303,39 @@ async fn restart(
     token: &str,
 ) -> Result<(), ActivityError> {
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: token}}}}});
-    for workload in workloads {
-        let doing = format!("restart {} {namespace}/{}", workload.kind, workload.name);
-        let result = match workload.kind.as_str() {
-            "StatefulSet" => Api::<StatefulSet>::namespaced(client.client.clone(), namespace)
-                .patch(&workload.name, &params(), &Patch::Strategic(&patch))
-                .await
-                .map(|_| ()),
-            "DaemonSet" => Api::<DaemonSet>::namespaced(client.client.clone(), namespace)
-                .patch(&workload.name, &params(), &Patch::Strategic(&patch))
-                .await
-                .map(|_| ()),
-            _ => Api::<Deployment>::namespaced(client.client.clone(), namespace)
-                .patch(&workload.name, &params(), &Patch::Strategic(&patch))
-                .await
-                .map(|_| ()),
-        };
-        match result {
-            Ok(()) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {} // gone since: nothing to restart
-            Err(err) => return Err(kube_error(&doing, err)),
+    let restart_one = |workload: &WorkloadRef| {
+        let patch = &patch;
+        let client = client.client.clone();
+        let (kind, name) = (workload.kind.clone(), workload.name.clone());
+        async move {
+            let doing = format!("restart {kind} {namespace}/{name}");
+            let result = match kind.as_str() {
+                "StatefulSet" => Api::<StatefulSet>::namespaced(client, namespace)
+                    .patch(&name, &params(), &Patch::Strategic(patch))
+                    .await
+                    .map(|_| ()),
+                "DaemonSet" => Api::<DaemonSet>::namespaced(client, namespace)
+                    .patch(&name, &params(), &Patch::Strategic(patch))
+                    .await
+                    .map(|_| ()),
+                _ => Api::<Deployment>::namespaced(client, namespace)
+                    .patch(&name, &params(), &Patch::Strategic(patch))
+                    .await
+                    .map(|_| ()),
+            };
+            match result {
+                Ok(()) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()), // gone since: nothing to restart
+                Err(err) => Err(kube_error(&doing, err)),
+            }
         }
-    }
+    };
+    // All of a namespace's rollouts start together, as `kubectl rollout
+    // restart deployment -n NS` starts them; a few requests at a time.
+    futures::stream::iter(workloads.iter().map(restart_one))
+        .buffer_unordered(RESTARTS_AT_ONCE)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(())
 }
 
@@ -329,9 +361,16 @@ async fn wait_rollouts(
     .await
 }
 
+/// Clusters one health check reads at once.
+const CLUSTERS_AT_ONCE: usize = 4;
+
 /// Pods of a namespace that are not being deleted.
 async fn live_pods(client: &ClusterClient, namespace: &str) -> Result<Vec<Value>, ActivityError> {
-    let pods: Api<Pod> = Api::namespaced(client.client.clone(), namespace);
+    list_live_pods(client.client.clone(), namespace).await
+}
+
+async fn list_live_pods(client: kube::Client, namespace: &str) -> Result<Vec<Value>, ActivityError> {
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
     let found =
         pods.list(&ListParams::default()).await.map_err(|err| kube_error(&format!("list pods in {namespace}"), err))?;
     Ok(found
