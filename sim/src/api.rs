@@ -87,7 +87,9 @@ fn error(err: &ApiError) -> Response {
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+    // `to_vec` writes bytes straight out; `to_string` goes through `fmt`.
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn admin(cluster: &Cluster, method: &Method, rest: &str, body: &[u8]) -> Response {
@@ -259,7 +261,8 @@ impl Request<'_> {
         match subresource {
             None => {}
             Some("status") if *self.method == Method::GET => {
-                return Ok(json_response(StatusCode::OK, &self.cluster.get(resource, namespace, name)?));
+                let object = self.cluster.get(resource, namespace, name)?;
+                return Ok(json_response(StatusCode::OK, &object));
             }
             Some(_) => return Err(ApiError::method_not_allowed()),
         }
@@ -268,9 +271,10 @@ impl Request<'_> {
                 let object = self.cluster.get(resource, namespace, name)?;
                 if self.wants_table() {
                     let rv = crate::object::resource_version(&object).unwrap_or(0);
+                    let objects = [Arc::unwrap_or_clone(object)];
                     return Ok(json_response(
                         StatusCode::OK,
-                        &table::table(resource.plural, &[object], rv, self.cluster.now_seconds(), true),
+                        &table::table(resource.plural, &objects, rv, self.cluster.now_seconds(), true),
                     ));
                 }
                 Ok(json_response(StatusCode::OK, &object))
@@ -479,7 +483,7 @@ impl WatchFilter {
         }
         let matches = |object: &Value| self.labels.matches(object::labels(object)) && self.fields.matches(object);
         let now = matches(&event.object);
-        let before = event.old.as_ref().is_some_and(matches);
+        let before = event.old.as_deref().is_some_and(matches);
         match (event.kind, before, now) {
             (EventType::Modified, true, true) => Some(("MODIFIED", &event.object)),
             (EventType::Modified, false, true) | (EventType::Added, _, true) => Some(("ADDED", &event.object)),

@@ -27,8 +27,10 @@ const WATCH_HISTORY_COUNT_MAX: usize = 2_048;
 /// Watch events buffered per watcher before it is cut off (and relists).
 const WATCH_BUFFER_COUNT_MAX: usize = 8_192;
 
-/// Objects of one resource, by (namespace, name).
-type Objects = BTreeMap<(String, String), Value>;
+/// Objects of one resource, by (namespace, name). Shared, so that a watch
+/// event, a list, or the controller holds an object without copying it;
+/// a write stores a new one.
+type Objects = BTreeMap<(String, String), Arc<Value>>;
 
 /// What a watch event says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +53,9 @@ pub struct WatchEvent {
     /// What happened.
     pub kind: EventType,
     /// The object after (or, for a deletion, before) the change.
-    pub object: Value,
+    pub object: Arc<Value>,
     /// The object before the change, for modifications.
-    pub old: Option<Value>,
+    pub old: Option<Arc<Value>>,
 }
 
 /// The start of a watch: the events to send first, and the live feed.
@@ -82,6 +84,8 @@ pub struct ControllerState {
     pub dirty: BTreeSet<WorkloadKey>,
     /// Workloads to look at again at a given time.
     pub due: BTreeMap<Instant, BTreeSet<WorkloadKey>>,
+    /// Each workload's template hash, by (uid, generation).
+    pub template_hashes: HashMap<WorkloadKey, (String, u64, String)>,
 }
 
 /// A cluster's objects and history.
@@ -104,7 +108,7 @@ pub struct State {
 impl State {
     /// Every object of a resource.
     pub fn all(&self, group: &str, plural: &str) -> impl Iterator<Item = &Value> {
-        self.store(group, plural).into_iter().flat_map(BTreeMap::values)
+        self.store(group, plural).into_iter().flat_map(BTreeMap::values).map(Arc::as_ref)
     }
 
     /// Objects of a resource in one namespace.
@@ -117,12 +121,18 @@ impl State {
         let range = (namespace.to_string(), String::new())..(format!("{namespace}\u{0}"), String::new());
         self.store(group, plural)
             .into_iter()
-            .flat_map(move |objects| objects.range(range.clone()).map(|(_, object)| object))
+            .flat_map(move |objects| objects.range(range.clone()).map(|(_, object)| object.as_ref()))
     }
 
     /// One object.
     #[must_use]
     pub fn get(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<&Value> {
+        self.get_shared(group, plural, namespace, name).map(Arc::as_ref)
+    }
+
+    /// One object, shared: held without a copy while the state changes.
+    #[must_use]
+    pub fn get_shared(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<&Arc<Value>> {
         self.store(group, plural)?.get(&(namespace.to_string(), name.to_string()))
     }
 
@@ -165,18 +175,20 @@ impl State {
             Some(mut object) => {
                 object::metadata_mut(&mut object).insert("resourceVersion".into(), rv);
                 let facts = Facts::of(&object);
-                // Clone only for a watch event; seeding records none.
-                let event_object = recording.then(|| object.clone());
+                let object = Arc::new(object);
+                let event_object = recording.then(|| Arc::clone(&object));
                 let old = store.insert(key, object);
                 (if old.is_some() { EventType::Modified } else { EventType::Added }, facts, event_object, old)
             }
             None => {
                 let Some(mut removed) = store.remove(&key) else { return };
-                object::metadata_mut(&mut removed).insert("resourceVersion".into(), rv);
+                // A deletion has a resourceVersion of its own; copies the
+                // object only if a watch event still holds it.
+                object::metadata_mut(Arc::make_mut(&mut removed)).insert("resourceVersion".into(), rv);
                 (EventType::Deleted, Facts::of(&removed), Some(removed), None)
             }
         };
-        self.note_change(resource, kind, &facts, old.as_ref());
+        self.note_change(resource, kind, &facts, old.as_deref());
         if let (true, Some(object)) = (recording, event_object) {
             let event = Arc::new(WatchEvent {
                 resource_version: self.resource_version,
@@ -357,15 +369,21 @@ impl Cluster {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
     }
 
-    /// `GET` one object.
-    pub fn get(&self, resource: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
-        let state = self.lock();
-        let mut object = state
-            .get(resource.group, resource.plural, namespace, name)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(resource, name))?;
+    /// `GET` one object, shared: copied only if it lacks its kind and apiVersion.
+    pub fn get(&self, resource: &ResourceType, namespace: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+        let object = {
+            let state = self.lock();
+            let found = state.get_shared(resource.group, resource.plural, namespace, name);
+            Arc::clone(found.ok_or_else(|| ApiError::not_found(resource, name))?)
+        };
+        if object.get("kind").and_then(Value::as_str) == Some(resource.kind)
+            && object.get("apiVersion").and_then(Value::as_str) == Some(resource.api_version().as_str())
+        {
+            return Ok(object);
+        }
+        let mut object = Arc::unwrap_or_clone(object);
         stamp(&mut object, resource);
-        Ok(object)
+        Ok(Arc::new(object))
     }
 
     /// `GET` a collection (one namespace, or all with `None`).
@@ -383,7 +401,7 @@ impl Cluster {
         let matching: Vec<(&(String, String), &Value)> = state
             .store(resource.group, resource.plural)
             .into_iter()
-            .flat_map(|objects| objects.iter())
+            .flat_map(|objects| objects.iter().map(|(key, object)| (key, object.as_ref())))
             .filter(|((ns, _), _)| namespace.is_none_or(|wanted| ns == wanted))
             .filter(|(key, _)| after.as_ref().is_none_or(|after| *key > after))
             .filter(|(_, object)| labels.matches(object::labels(object)) && fields.matches(object))
@@ -544,7 +562,7 @@ impl Cluster {
                     .get_mut(&resource.storage_key())
                     .and_then(|o| o.get_mut(&(namespace.to_string(), name.to_string())))
                 {
-                    object::metadata_mut(stored).insert("managedFields".into(), fields.clone());
+                    object::metadata_mut(Arc::make_mut(stored)).insert("managedFields".into(), fields.clone());
                 }
             }
         }
@@ -579,7 +597,7 @@ impl Cluster {
         if let Some(status) = old.get("status") {
             object["status"] = status.clone();
         }
-        if spec_of(&object) != spec_of(old) && old.pointer("/metadata/generation").is_some() {
+        if !same_spec(&object, old) && old.pointer("/metadata/generation").is_some() {
             let generation = old.pointer("/metadata/generation").and_then(Value::as_u64).unwrap_or(1) + 1;
             object::metadata_mut(&mut object).insert("generation".into(), json!(generation));
         }
@@ -812,16 +830,14 @@ pub fn short_suffix(number: u64) -> String {
         .collect()
 }
 
-/// Everything but metadata and status: a change here bumps `generation`.
-fn spec_of(object: &Value) -> Value {
-    let mut copy = object.clone();
-    if let Some(map) = copy.as_object_mut() {
-        map.remove("metadata");
-        map.remove("status");
-        map.remove("kind");
-        map.remove("apiVersion");
+/// Whether two objects agree in everything but metadata and status (and
+/// kind and apiVersion): a change there bumps `generation`.
+fn same_spec(a: &Value, b: &Value) -> bool {
+    fn spec(object: &Value) -> impl Iterator<Item = (&String, &Value)> {
+        const NOT_SPEC: [&str; 4] = ["metadata", "status", "kind", "apiVersion"];
+        object.as_object().into_iter().flatten().filter(|(field, _)| !NOT_SPEC.contains(&field.as_str()))
     }
-    copy
+    spec(a).count() == spec(b).count() && spec(a).all(|(field, value)| b.get(field) == Some(value))
 }
 
 /// Sets kind and apiVersion as the request's resource names them.

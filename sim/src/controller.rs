@@ -75,12 +75,12 @@ fn schedule(state: &mut State, key: &WorkloadKey, at: Instant) {
 fn reconcile(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: Instant) {
     let (plural, namespace, name) = key;
     let resource = resources::find("apps", "v1", plural).expect("workload kinds are served");
-    let Some(workload) = state.get("apps", plural, namespace, name).cloned() else {
+    let Some(workload) = state.get_shared("apps", plural, namespace, name).cloned() else {
         state.controller.rollouts.remove(key);
+        state.controller.template_hashes.remove(key);
         return;
     };
-    let template = workload.pointer("/spec/template").cloned().unwrap_or(Value::Null);
-    let hash = template_hash(&template);
+    let hash = cached_template_hash(state, key, &workload);
     let replicas = desired_replicas(&workload, plural);
     let generation = workload.pointer("/metadata/generation").and_then(Value::as_u64).unwrap_or(1);
     let observed = workload.pointer("/status/observedGeneration").and_then(Value::as_u64);
@@ -140,6 +140,23 @@ fn progress_deadline(workload: &Value) -> u64 {
         .pointer("/spec/progressDeadlineSeconds")
         .and_then(Value::as_u64)
         .unwrap_or(PROGRESS_DEADLINE_SECONDS_DEFAULT)
+}
+
+/// The template hash of `workload`, computed once per generation: the
+/// template changes only with the generation, and hashing it means
+/// serializing it.
+fn cached_template_hash(state: &mut State, key: &WorkloadKey, workload: &Value) -> String {
+    let uid = workload.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let generation = workload.pointer("/metadata/generation").and_then(Value::as_u64).unwrap_or(1);
+    if let Some((cached_uid, cached_generation, hash)) = state.controller.template_hashes.get(key)
+        && cached_uid == uid
+        && *cached_generation == generation
+    {
+        return hash.clone();
+    }
+    let hash = template_hash(workload.pointer("/spec/template").unwrap_or(&Value::Null));
+    state.controller.template_hashes.insert(key.clone(), (uid.to_string(), generation, hash.clone()));
+    hash
 }
 
 /// A stable short hash of a pod template (the `pod-template-hash` label).

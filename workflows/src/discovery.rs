@@ -8,7 +8,7 @@ use std::sync::Arc;
 use canaryflow_engine::ActivityError;
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, ListParams, PostParams};
@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::inputs::{ClusterDiscovery, GatewayPlan, InjectionLabels, NamespacePlan, WorkloadRef};
 use crate::istio::{ISTIO_NAMESPACE, gateway_revision};
-use crate::kube_ops::{ClusterClient, Clusters, clean, kube_error, to_json};
+use crate::kube_ops::{ClusterClient, Clusters, clean, kube_error, to_json, workload_names};
 use crate::spec::{ClusterRef, RevisionName, UpgradeSpec};
 
 /// Namespaces never moved, whatever a selector says.
@@ -291,30 +291,11 @@ async fn namespaces(client: &ClusterClient, spec: &UpgradeSpec) -> Result<Vec<Na
 
 /// The Deployments, StatefulSets and DaemonSets of a namespace.
 pub async fn workloads(client: &ClusterClient, namespace: &str) -> Result<Vec<WorkloadRef>, ActivityError> {
-    let kube = &client.client;
-    let list = ListParams::default();
-    let doing = format!("list workloads in {namespace}");
     let mut out = Vec::new();
-    for deployment in Api::<Deployment>::namespaced(kube.clone(), namespace)
-        .list(&list)
-        .await
-        .map_err(|err| kube_error(&doing, err))?
-    {
-        out.push(WorkloadRef { kind: "Deployment".into(), name: deployment.metadata.name.unwrap_or_default() });
-    }
-    for set in Api::<StatefulSet>::namespaced(kube.clone(), namespace)
-        .list(&list)
-        .await
-        .map_err(|err| kube_error(&doing, err))?
-    {
-        out.push(WorkloadRef { kind: "StatefulSet".into(), name: set.metadata.name.unwrap_or_default() });
-    }
-    for set in Api::<DaemonSet>::namespaced(kube.clone(), namespace)
-        .list(&list)
-        .await
-        .map_err(|err| kube_error(&doing, err))?
-    {
-        out.push(WorkloadRef { kind: "DaemonSet".into(), name: set.metadata.name.unwrap_or_default() });
+    for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
+        for name in workload_names(&client.client, kind, namespace).await? {
+            out.push(WorkloadRef { kind: kind.into(), name });
+        }
     }
     out.sort();
     Ok(out)

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use canaryflow_engine::ActivityError;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, GetParams, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{Discovery, Scope};
-use kube::{Client, Config};
+use kube::{Client, Config, Resource};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::spec::ClusterRef;
@@ -339,7 +341,55 @@ pub fn rollout_done(kind: &str, workload: &Value) -> Result<Option<String>, Acti
     Ok(None)
 }
 
-/// Reads one workload as JSON.
+/// Sends `request` through kube-rs and parses into `T` only the fields `T`
+/// names: the rest of each object (a pod template, a sidecar's arguments)
+/// is skipped unparsed. Polls and lists of large objects spend most of
+/// their time parsing otherwise. `Ok(None)` when the object is not there.
+pub async fn request_slim<T: DeserializeOwned>(
+    client: &Client,
+    request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    doing: &str,
+) -> Result<Option<T>, ActivityError> {
+    let request = request.map_err(|err| ActivityError::fatal("invalid", format!("{doing}: {err}")))?;
+    match client.request::<T>(request).await {
+        Ok(parsed) => Ok(Some(parsed)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(err) => Err(kube_error(doing, err)),
+    }
+}
+
+/// The URL path of a namespace's workloads of `kind`.
+fn workload_path(kind: &str, namespace: &str) -> String {
+    match kind {
+        "StatefulSet" => StatefulSet::url_path(&(), Some(namespace)),
+        "DaemonSet" => DaemonSet::url_path(&(), Some(namespace)),
+        _ => Deployment::url_path(&(), Some(namespace)),
+    }
+}
+
+/// The fields of a workload that [`rollout_done`] reads.
+#[derive(Deserialize, Serialize)]
+struct RolloutView {
+    #[serde(default)]
+    metadata: RolloutMeta,
+    #[serde(default)]
+    spec: RolloutSpec,
+    #[serde(default)]
+    status: Value,
+}
+
+#[derive(Default, Deserialize, Serialize)]
+struct RolloutMeta {
+    name: Option<String>,
+    generation: Option<i64>,
+}
+
+#[derive(Default, Deserialize, Serialize)]
+struct RolloutSpec {
+    replicas: Option<i64>,
+}
+
+/// Reads what one workload's rollout status needs, as JSON.
 pub async fn get_workload(
     client: &Client,
     kind: &str,
@@ -347,16 +397,46 @@ pub async fn get_workload(
     name: &str,
 ) -> Result<Option<Value>, ActivityError> {
     let doing = format!("read {kind} {namespace}/{name}");
-    let value = match kind {
-        "StatefulSet" => {
-            Api::<StatefulSet>::namespaced(client.clone(), namespace).get_opt(name).await.map(|o| o.map(to_json))
-        }
-        "DaemonSet" => {
-            Api::<DaemonSet>::namespaced(client.clone(), namespace).get_opt(name).await.map(|o| o.map(to_json))
-        }
-        _ => Api::<Deployment>::namespaced(client.clone(), namespace).get_opt(name).await.map(|o| o.map(to_json)),
-    };
-    value.map_err(|err| kube_error(&doing, err))
+    let request = kube::core::Request::new(workload_path(kind, namespace)).get(name, &GetParams::default());
+    let view: Option<RolloutView> = request_slim(client, request, &doing).await?;
+    Ok(view.map(to_json))
+}
+
+/// The names of a namespace's workloads of `kind`.
+pub async fn workload_names(client: &Client, kind: &str, namespace: &str) -> Result<Vec<String>, ActivityError> {
+    #[derive(Deserialize)]
+    struct List {
+        #[serde(default)]
+        items: Vec<Named>,
+    }
+    #[derive(Deserialize)]
+    struct Named {
+        metadata: NameOnly,
+    }
+    #[derive(Deserialize)]
+    struct NameOnly {
+        name: Option<String>,
+    }
+    let doing = format!("list {kind}s in {namespace}");
+    let request = kube::core::Request::new(workload_path(kind, namespace)).list(&ListParams::default());
+    let list: Option<List> = request_slim(client, request, &doing).await?;
+    Ok(list.map(|list| list.items).unwrap_or_default().into_iter().filter_map(|item| item.metadata.name).collect())
+}
+
+/// Strategic-merge-patches one workload; the reply is checked to be JSON
+/// but not kept. `Ok(false)` when the workload is gone.
+pub async fn patch_workload(
+    client: &Client,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    params: &PatchParams,
+    patch: &Value,
+) -> Result<bool, ActivityError> {
+    let doing = format!("patch {kind} {namespace}/{name}");
+    let request =
+        kube::core::Request::new(workload_path(kind, namespace)).patch(name, params, &Patch::Strategic(patch));
+    Ok(request_slim::<IgnoredAny>(client, request, &doing).await?.is_some())
 }
 
 /// Serializes a typed object to JSON (it cannot fail for Kubernetes types).

@@ -245,6 +245,57 @@ async fn a_template_change_rolls_out_with_a_real_status() {
     assert!(new.iter().all(|name| !old.contains(name)), "every pod was replaced");
 }
 
+/// The simulator compares specs without copying them and remembers each
+/// template's hash per (uid, generation): a label change must not look
+/// like a new spec, and a workload re-created under the same name must roll
+/// out its own template, not the hash its predecessor left behind.
+#[tokio::test]
+async fn generation_follows_the_spec_and_a_recreated_workload_rolls_out_its_own_template() {
+    let (_fleet, client) =
+        fleet(FleetConfig { rollout_delay: Duration::from_millis(200), ..FleetConfig::default() }).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    let hashes = || async {
+        let listed = pods.list(&ListParams::default().labels("app=web")).await.expect("pods").items;
+        listed
+            .into_iter()
+            .map(|pod| pod.metadata.labels.unwrap_or_default()["pod-template-hash"].clone())
+            .collect::<Vec<_>>()
+    };
+    let before = deployments.get("web").await.expect("web");
+    let old_hashes = hashes().await;
+    assert!(!old_hashes.is_empty(), "web runs pods");
+
+    let label = json!({"metadata": {"labels": {"team": "checkout"}}});
+    deployments.patch("web", &PatchParams::default(), &Patch::Merge(&label)).await.expect("label");
+    assert_eq!(deployments.get("web").await.expect("web").metadata.generation, before.metadata.generation);
+    let api_generation = deployments.get("api").await.expect("api").metadata.generation;
+    let replicas = json!({"spec": {"replicas": 3}});
+    deployments.patch("api", &PatchParams::default(), &Patch::Merge(&replicas)).await.expect("scale");
+    let scaled = deployments.get("api").await.expect("api").metadata.generation;
+    assert_eq!(scaled, api_generation.map(|g| g + 1), "a spec change is a new generation");
+
+    // `web` goes at generation 1, and its successor starts at 1: only the uid tells them apart.
+    deployments.delete("web", &DeleteParams::default()).await.expect("delete");
+    let mut again = Deployment { spec: before.spec.clone(), ..Deployment::default() };
+    again.metadata = kube::api::ObjectMeta {
+        name: before.metadata.name.clone(),
+        labels: before.metadata.labels.clone(),
+        ..kube::api::ObjectMeta::default()
+    };
+    let template = &mut again.spec.as_mut().expect("spec").template;
+    template.metadata.get_or_insert_default().annotations.get_or_insert_default().insert("edition".into(), "2".into());
+    deployments.create(&PostParams::default(), &again).await.expect("re-create");
+    eventually(Duration::from_secs(5), "the re-created web's own pods", || async {
+        let listed = pods.list(&ListParams::default().labels("app=web")).await.expect("pods").items;
+        let annotated = |pod: &Pod| pod.metadata.annotations.as_ref().and_then(|a| a.get("edition")).is_some();
+        listed.len() == 2 && listed.iter().all(annotated)
+    })
+    .await;
+    let new_hashes = hashes().await;
+    assert!(new_hashes.iter().all(|hash| !old_hashes.contains(hash)), "{new_hashes:?} vs {old_hashes:?}");
+}
+
 #[tokio::test]
 async fn watch_streams_events_from_a_resource_version() {
     let (_fleet, client) = fleet(quick()).await;

@@ -10,9 +10,10 @@ use std::time::Duration;
 use canaryflow_engine::{ActivityContext, ActivityError, ActivityOutput, StepId};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Env, decode, forward_output, output};
@@ -22,7 +23,10 @@ use crate::inputs::{
     VerifyOutput, WorkloadRef,
 };
 use crate::istio::injected_by;
-use crate::kube_ops::{ClusterClient, FIELD_MANAGER, clean, get_workload, kube_error, rollout_done, to_json, wait_for};
+use crate::kube_ops::{
+    ClusterClient, FIELD_MANAGER, clean, get_workload, kube_error, patch_workload, request_slim, rollout_done, to_json,
+    wait_for,
+};
 
 /// The pod-template annotation that restarts a workload. Its value is the
 /// step's idempotency key: a re-run sets the same value, which changes
@@ -303,39 +307,15 @@ async fn restart(
     token: &str,
 ) -> Result<(), ActivityError> {
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: token}}}}});
-    let restart_one = |workload: &WorkloadRef| {
-        let patch = &patch;
-        let client = client.client.clone();
-        let (kind, name) = (workload.kind.clone(), workload.name.clone());
-        async move {
-            let doing = format!("restart {kind} {namespace}/{name}");
-            let result = match kind.as_str() {
-                "StatefulSet" => Api::<StatefulSet>::namespaced(client, namespace)
-                    .patch(&name, &params(), &Patch::Strategic(patch))
-                    .await
-                    .map(|_| ()),
-                "DaemonSet" => Api::<DaemonSet>::namespaced(client, namespace)
-                    .patch(&name, &params(), &Patch::Strategic(patch))
-                    .await
-                    .map(|_| ()),
-                _ => Api::<Deployment>::namespaced(client, namespace)
-                    .patch(&name, &params(), &Patch::Strategic(patch))
-                    .await
-                    .map(|_| ()),
-            };
-            match result {
-                Ok(()) => Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()), // gone since: nothing to restart
-                Err(err) => Err(kube_error(&doing, err)),
-            }
-        }
-    };
+    let params = params();
     // All of a namespace's rollouts start together, as `kubectl rollout
-    // restart deployment -n NS` starts them; a few requests at a time.
-    futures::stream::iter(workloads.iter().map(restart_one))
-        .buffer_unordered(RESTARTS_AT_ONCE)
-        .try_collect::<Vec<()>>()
-        .await?;
+    // restart deployment -n NS` starts them; a few requests at a time. A
+    // workload gone since has nothing to restart (`patch_workload` is false).
+    let restarts: Vec<_> = workloads
+        .iter()
+        .map(|workload| patch_workload(&client.client, &workload.kind, namespace, &workload.name, &params, &patch))
+        .collect();
+    futures::stream::iter(restarts).buffer_unordered(RESTARTS_AT_ONCE).try_collect::<Vec<bool>>().await?;
     Ok(())
 }
 
@@ -369,14 +349,45 @@ async fn live_pods(client: &ClusterClient, namespace: &str) -> Result<Vec<Value>
     list_live_pods(client.client.clone(), namespace).await
 }
 
+/// A pod as verify and health read it: metadata, containers and status.
+/// The rest (volumes, most of the spec) is skipped unparsed, which is most
+/// of an injected pod.
+#[derive(Deserialize)]
+struct PodView {
+    #[serde(default)]
+    metadata: Value,
+    #[serde(default)]
+    spec: PodSpecView,
+    #[serde(default)]
+    status: Value,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpecView {
+    #[serde(default)]
+    containers: Value,
+    #[serde(default)]
+    init_containers: Value,
+}
+
+#[derive(Deserialize)]
+struct PodList {
+    #[serde(default)]
+    items: Vec<PodView>,
+}
+
 async fn list_live_pods(client: kube::Client, namespace: &str) -> Result<Vec<Value>, ActivityError> {
-    let pods: Api<Pod> = Api::namespaced(client, namespace);
-    let found =
-        pods.list(&ListParams::default()).await.map_err(|err| kube_error(&format!("list pods in {namespace}"), err))?;
+    let request = kube::core::Request::new(Pod::url_path(&(), Some(namespace))).list(&ListParams::default());
+    let found: Option<PodList> = request_slim(&client, request, &format!("list pods in {namespace}")).await?;
     Ok(found
-        .items
+        .map(|list| list.items)
+        .unwrap_or_default()
         .into_iter()
-        .map(to_json)
+        .map(|pod| {
+            let spec = json!({"containers": pod.spec.containers, "initContainers": pod.spec.init_containers});
+            json!({"metadata": pod.metadata, "spec": spec, "status": pod.status})
+        })
         .filter(|pod| pod.pointer("/metadata/deletionTimestamp").is_none())
         .collect())
 }
