@@ -220,21 +220,33 @@ fn replace_pods(
     replicas: usize,
 ) -> Result<(), String> {
     let pods = owned_pods(state, workload, resource.plural);
-    let namespace = object::namespace(workload).to_string();
+    let namespace = object::namespace(workload);
     let current = pods.iter().filter(|pod| pod.hash.as_deref() == Some(hash)).count();
     let mut made = Vec::new();
     for ordinal in current..replicas {
         made.push(new_pod(cluster, state, workload, resource, hash, ordinal)?);
     }
-    let pod_type = resources::find("", "v1", "pods").expect("pods are served");
     for pod in pods.iter().filter(|pod| pod.hash.as_deref() != Some(hash)) {
-        state.commit(cluster.events(), pod_type, None, (namespace.clone(), pod.name.clone()));
+        remove_pod(cluster, state, namespace, &pod.name);
     }
     for pod in made {
-        let key = (object::namespace(&pod).to_string(), object::name(&pod).to_string());
-        state.commit(cluster.events(), pod_type, Some(pod), key);
+        store_pod(cluster, state, pod);
     }
     Ok(())
+}
+
+fn pod_type() -> &'static ResourceType {
+    resources::find("", "v1", "pods").expect("pods are served")
+}
+
+/// Stores a pod the controller made or changed.
+fn store_pod(cluster: &Cluster, state: &mut State, pod: Value) {
+    let key = (object::namespace(&pod).to_string(), object::name(&pod).to_string());
+    state.commit(cluster.events(), pod_type(), Some(pod), key);
+}
+
+fn remove_pod(cluster: &Cluster, state: &mut State, namespace: &str, name: &str) {
+    state.commit(cluster.events(), pod_type(), None, (namespace.to_string(), name.to_string()));
 }
 
 /// Outside a rollout: as many current pods as wanted, no more.
@@ -247,16 +259,14 @@ fn top_up(
     replicas: usize,
 ) -> Result<(), String> {
     let pods = owned_pods(state, workload, resource.plural);
-    let namespace = object::namespace(workload).to_string();
-    let pod_type = resources::find("", "v1", "pods").expect("pods are served");
+    let namespace = object::namespace(workload);
     let current: Vec<&OwnedPod> = pods.iter().filter(|pod| pod.hash.as_deref() == Some(hash)).collect();
     for extra in current.iter().skip(replicas) {
-        state.commit(cluster.events(), pod_type, None, (namespace.clone(), extra.name.clone()));
+        remove_pod(cluster, state, namespace, &extra.name);
     }
     for ordinal in current.len()..replicas {
         let pod = new_pod(cluster, state, workload, resource, hash, ordinal)?;
-        let key = (object::namespace(&pod).to_string(), object::name(&pod).to_string());
-        state.commit(cluster.events(), pod_type, Some(pod), key);
+        store_pod(cluster, state, pod);
     }
     Ok(())
 }
@@ -326,7 +336,6 @@ pub fn proxy_connected(state: &State, pod: &Value) -> bool {
 }
 
 fn update_pod_readiness(cluster: &Cluster, state: &mut State, workload: &Value, crash: bool) {
-    let pod_type = resources::find("", "v1", "pods").expect("pods are served");
     // Only pods whose readiness changes are copied.
     let changing: Vec<(Value, bool)> = owned_pods_of(state, workload)
         .filter_map(|pod| {
@@ -345,8 +354,7 @@ fn update_pod_readiness(cluster: &Cluster, state: &mut State, workload: &Value, 
             first["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
         }
         updated["status"] = status;
-        let key = (object::namespace(&updated).to_string(), object::name(&updated).to_string());
-        state.commit(cluster.events(), pod_type, Some(updated), key);
+        store_pod(cluster, state, updated);
     }
 }
 

@@ -45,10 +45,11 @@ pub async fn run(data_dir: &Path, format: Format, args: &HistoryArgs) -> anyhow:
         .collect::<anyhow::Result<_>>()?;
     let reader = Reader::open(data_dir).await?;
     let history = reader.history(id, args.at).await?;
+    // A history read up to `at` that ends before it is the whole history.
     if let Some(at) = args.at
-        && history.last().is_none_or(|last| last.seq < at)
+        && let last = history.last().map_or(0, |last| last.seq)
+        && last < at
     {
-        let last = reader.history(id, None).await?.last().map_or(0, |last| last.seq);
         anyhow::bail!("workflow {id} has events 0 to {last}; --at {at} is past its end");
     }
     let state = WorkflowState::fold(id, &history).context("the history does not fold (run `canaryflow verify`)")?;

@@ -190,23 +190,11 @@ fn group_limits_cap_groups_in_progress() {
         world.forward.insert((format!("{cluster}/a"), 1), Outcome::Hang);
     }
     world.run(true);
-    let running: Vec<&str> = world
-        .state
-        .steps
-        .iter()
-        .filter(|s| matches!(s.forward, Forward::Running { .. }))
-        .map(|s| s.spec.id.as_str())
-        .collect();
+    let running = world.running();
     assert_eq!(running, ["c1/a", "c2/a"], "only two groups at once");
     world.complete("c1/a", Outcome::Succeed);
     world.run(true);
-    let running: Vec<&str> = world
-        .state
-        .steps
-        .iter()
-        .filter(|s| matches!(s.forward, Forward::Running { .. }))
-        .map(|s| s.spec.id.as_str())
-        .collect();
+    let running = world.running();
     assert_eq!(running, ["c2/a", "c3/a"], "c1 finished (its b ran at once), so c3 took its slot; c4 waits");
     for cluster in ["c2", "c3", "c4"] {
         world.complete(&format!("{cluster}/a"), Outcome::Succeed);
@@ -243,13 +231,7 @@ fn groups_waiting_on_a_gate_give_up_their_slots_and_take_them_back_after() {
         world.forward.insert((step.into(), 1), Outcome::Hang);
     }
     world.run(true);
-    let running: Vec<&str> = world
-        .state
-        .steps
-        .iter()
-        .filter(|s| matches!(s.forward, Forward::Running { .. }))
-        .map(|s| s.spec.id.as_str())
-        .collect();
+    let running = world.running();
     assert_eq!(running, ["c1/uninstall", "c2/uninstall"], "the gate passed, and only two clusters went on at once");
     // Through the whole run, no more than two clusters ever ran at once.
     let mut in_flight: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();

@@ -210,6 +210,13 @@ impl World {
         self.finish_forward(id(step), attempt, outcome);
     }
 
+    /// The steps with a forward attempt running, in plan order.
+    pub fn running(&self) -> Vec<&str> {
+        let running =
+            self.state.steps.iter().filter(|s| matches!(s.forward, crate::core::state::Forward::Running { .. }));
+        running.map(|s| s.spec.id.as_str()).collect()
+    }
+
     pub fn kinds(&self) -> Vec<&'static str> {
         self.history.iter().map(|recorded| recorded.event.kind().name()).collect()
     }

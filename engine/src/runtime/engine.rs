@@ -48,22 +48,8 @@ impl Default for EngineConfig {
     }
 }
 
-/// A workflow to start.
-#[derive(Debug, Clone)]
-pub struct NewWorkflow {
-    /// The definition that made the plan.
-    pub definition: String,
-    /// That definition's version.
-    pub definition_version: u32,
-    /// A human name.
-    pub name: String,
-    /// Labels to filter by.
-    pub labels: BTreeMap<String, String>,
-    /// The definition's input.
-    pub input: Payload,
-    /// The plan.
-    pub plan: Plan,
-}
+/// A workflow to start: exactly what its first event records.
+pub type NewWorkflow = WorkflowStarted;
 
 impl NewWorkflow {
     /// A workflow of `definition` version 1, named `name`, with no labels and no input.
@@ -192,14 +178,7 @@ impl Engine {
         new.plan.validate()?;
         self.check_activities(&new.plan)?;
         let id = WorkflowId::new_v7();
-        let started = Event::WorkflowStarted(Box::new(WorkflowStarted {
-            definition: new.definition,
-            definition_version: new.definition_version,
-            name: new.name,
-            labels: new.labels,
-            input: new.input,
-            plan: new.plan,
-        }));
+        let started = Event::WorkflowStarted(Box::new(new));
         for payload in started.payloads() {
             if let Some(path) = find_secret(payload) {
                 return Err(Error::Secret(format!("the workflow's input or plan holds a credential at {path}")));

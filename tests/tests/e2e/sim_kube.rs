@@ -55,6 +55,12 @@ where
     panic!("timed out after {within:?} waiting for {what}");
 }
 
+/// The names of the pods `selector` picks.
+async fn pod_names(pods: &Api<Pod>, selector: &str) -> Vec<String> {
+    let listed = pods.list(&ListParams::default().labels(selector)).await.expect("pods").items;
+    listed.into_iter().filter_map(|p| p.metadata.name).collect()
+}
+
 async fn raw(client: &Client, method: &str, path: &str, content_type: &str, body: &str, accept: &str) -> (u16, Value) {
     let request = http::Request::builder()
         .method(method)
@@ -207,14 +213,7 @@ async fn a_template_change_rolls_out_with_a_real_status() {
         fleet(FleetConfig { rollout_delay: Duration::from_millis(300), ..FleetConfig::default() }).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
-    let old: Vec<String> = pods
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .expect("pods")
-        .items
-        .into_iter()
-        .filter_map(|p| p.metadata.name)
-        .collect();
+    let old = pod_names(&pods, "app=web").await;
     let restart = json!({"spec": {"template": {"metadata": {"annotations": {"restarted": "1"}}}}});
     deployments.patch("web", &PatchParams::default(), &Patch::Strategic(&restart)).await.expect("restart");
     let during = deployments.get("web").await.expect("web");
@@ -233,14 +232,7 @@ async fn a_template_change_rolls_out_with_a_real_status() {
     let progressing =
         done.conditions.expect("conditions").into_iter().find(|c| c.type_ == "Progressing").expect("Progressing");
     assert_eq!(progressing.reason.as_deref(), Some("NewReplicaSetAvailable"));
-    let new: Vec<String> = pods
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .expect("pods")
-        .items
-        .into_iter()
-        .filter_map(|p| p.metadata.name)
-        .collect();
+    let new = pod_names(&pods, "app=web").await;
     assert_eq!(new.len(), 2);
     assert!(new.iter().all(|name| !old.contains(name)), "every pod was replaced");
 }
@@ -710,14 +702,7 @@ async fn every_workload_kind_rolls_out_and_the_gateway_follows_its_revision() {
     })
     .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
-    let names: Vec<String> = pods
-        .list(&ListParams::default().labels("app=db"))
-        .await
-        .expect("pods")
-        .items
-        .into_iter()
-        .filter_map(|p| p.metadata.name)
-        .collect();
+    let names = pod_names(&pods, "app=db").await;
     assert_eq!(names, ["db-0", "db-1"], "StatefulSet pods are numbered");
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "shop");
     assert_eq!(leases.get("leader").await.expect("lease").spec.and_then(|s| s.holder_identity).as_deref(), Some("a"));
