@@ -16,7 +16,7 @@ use crate::status::ApiError;
 
 /// Namespaces istiod never injects into (ISTIO-REFERENCE.md §4.2).
 const IGNORED_NAMESPACES: [&str; 4] = ["kube-system", "kube-public", "kube-node-lease", "local-path-storage"];
-const ISTIO_NAMESPACE: &str = "istio-system";
+pub(crate) const ISTIO_NAMESPACE: &str = "istio-system";
 
 /// The istiod that answered a webhook call, and how it injects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,18 @@ pub fn endpoints<'a>(state: &'a State, namespace: &'a str, name: &str) -> Vec<&'
         .in_namespace("", "pods", namespace)
         .filter(|pod| selector.iter().all(|(key, value)| object::labels(pod).and_then(|l| l.get(key)) == Some(value)))
         .filter(|pod| pod_ready(pod))
+        .collect()
+}
+
+/// The Services of the istio namespace with a ready pod behind them: what
+/// every proxy's readiness depends on.
+#[must_use]
+pub fn connected_services(state: &State) -> Vec<String> {
+    state
+        .in_namespace("", "services", ISTIO_NAMESPACE)
+        .map(object::name)
+        .filter(|name| !endpoints(state, ISTIO_NAMESPACE, name).is_empty())
+        .map(str::to_string)
         .collect()
 }
 

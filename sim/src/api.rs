@@ -281,7 +281,7 @@ impl Request<'_> {
             }
             Method::PUT => Ok(json_response(
                 StatusCode::OK,
-                &self.cluster.replace(resource, namespace, name, self.json_body()?, &self.options(false)?)?,
+                &*self.cluster.replace(resource, namespace, name, self.json_body()?, &self.options(false)?)?,
             )),
             Method::PATCH => {
                 let kind = self.patch_type()?;

@@ -114,36 +114,158 @@ pub fn apply(
 /// Records an ordinary write (create, update, patch) by `manager`: it owns
 /// every field it changed, and other managers lose those.
 pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, time: &str) {
-    let mut entries = old.map(read_entries).unwrap_or_default();
-    let changed: FieldSet =
-        owned_paths(new).into_iter().filter(|path| old.is_none_or(|old| get(old, path) != get(new, path))).collect();
-    let gone: FieldSet =
-        old.map(owned_paths).unwrap_or_default().into_iter().filter(|path| get(new, path).is_none()).collect();
-    if changed.is_empty() && gone.is_empty() {
-        write_entries(new, &entries);
-        return;
-    }
-    for entry in &mut entries {
+    // Only the fields that differ are looked at, and only the entries that
+    // own one of them (or are the writer's) are parsed and written again:
+    // a restart changes one annotation of a large object.
+    let changed = differing_paths(new, old, &|this, other| this != other);
+    let gone = old.map_or_else(FieldSet::new, |old| differing_paths(old, Some(new), &|_, other| other.is_none()));
+    let recorded: Vec<Value> = old
+        .and_then(|old| old.pointer("/metadata/managedFields"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let is_writers = |entry: &Value| entry["manager"] == manager && entry["operation"] == "Update";
+    let mut entries: Vec<Value> = Vec::with_capacity(recorded.len() + 1);
+    let mut writers_found = false;
+    for raw in recorded {
+        let writers = is_writers(&raw);
+        writers_found |= writers;
+        let touched = (!changed.is_empty() || !gone.is_empty())
+            && (writers || changed.iter().chain(&gone).any(|path| owns(&raw, path)));
+        if !touched {
+            if entry_has_fields(&raw) {
+                entries.push(raw);
+            }
+            continue;
+        }
+        let Some(mut entry) = read_entry(&raw) else { continue };
         entry.fields.retain(|path| !changed.contains(path) && !gone.contains(path));
-    }
-    let api_version = new.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-    match entries.iter_mut().find(|entry| entry.manager == manager && entry.operation == "Update") {
-        Some(entry) => {
-            entry.fields.extend(changed);
+        if writers {
+            entry.fields.extend(changed.iter().cloned());
             entry.time = time.into();
         }
-        None if !changed.is_empty() => {
-            entries.push(Entry {
-                manager: manager.into(),
-                operation: "Update".into(),
-                api_version,
-                time: time.into(),
-                fields: changed,
-            });
+        if !entry.fields.is_empty() {
+            entries.push(render_entry(&entry));
         }
-        None => {}
     }
-    write_entries(new, &entries);
+    if !writers_found && !changed.is_empty() {
+        let api_version = new.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+        let entry = Entry {
+            manager: manager.into(),
+            operation: "Update".into(),
+            api_version,
+            time: time.into(),
+            fields: changed,
+        };
+        entries.push(render_entry(&entry));
+    }
+    if let Some(metadata) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        if entries.is_empty() {
+            metadata.remove("managedFields");
+        } else {
+            metadata.insert("managedFields".into(), Value::Array(entries));
+        }
+    }
+}
+
+/// The paths `this` sets that a manager can own and for which `keep(value
+/// in this, value in other)` holds; subtrees equal in both are skipped.
+fn differing_paths(
+    this: &Value,
+    other: Option<&Value>,
+    keep: &dyn Fn(Option<&Value>, Option<&Value>) -> bool,
+) -> FieldSet {
+    let mut out = FieldSet::new();
+    let Some(map) = this.as_object() else { return out };
+    for (key, value) in map {
+        let other_value = other.and_then(|other| other.get(key));
+        match key.as_str() {
+            "apiVersion" | "kind" | "status" => {}
+            "metadata" => {
+                for (field, child) in value.as_object().into_iter().flatten() {
+                    if !UNOWNED_METADATA.contains(&field.as_str()) {
+                        let path = vec![Step::Field("metadata".into()), Step::Field(field.clone())];
+                        let other_child = other_value.and_then(|m| m.get(field));
+                        differing(child, Some(child), other_child, field, path, keep, &mut out);
+                    }
+                }
+            }
+            _ => differing(value, Some(value), other_value, key, vec![Step::Field(key.clone())], keep, &mut out),
+        }
+    }
+    out
+}
+
+/// [`collect`] over `shape`, keeping a path when `keep` holds for the values
+/// found at it in this object (`here`) and in the other (`there`).
+#[allow(clippy::too_many_arguments, reason = "a recursion's state")]
+fn differing(
+    shape: &Value,
+    here: Option<&Value>,
+    there: Option<&Value>,
+    field: &str,
+    path: Path,
+    keep: &dyn Fn(Option<&Value>, Option<&Value>) -> bool,
+    out: &mut FieldSet,
+) {
+    if here.is_some() && here == there {
+        return;
+    }
+    match shape {
+        Value::Object(map) if !map.is_empty() && !is_atomic_map(field) => {
+            for (key, child) in map {
+                let mut next = path.clone();
+                next.push(Step::Field(key.clone()));
+                let (here, there) = (here.and_then(|h| h.get(key)), there.and_then(|t| t.get(key)));
+                differing(child, here, there, key, next, keep, out);
+            }
+        }
+        Value::Array(items) if is_primitive_set(field) => {
+            for item in items {
+                let member = item.to_string();
+                if keep(member_in(here, &member), member_in(there, &member)) {
+                    let mut next = path.clone();
+                    next.push(Step::Member(member.clone()));
+                    out.insert(next);
+                }
+            }
+        }
+        Value::Array(items) => {
+            match merge_key(field, items).filter(|key| items.iter().all(|i| i.get(*key).is_some())) {
+                Some(key) if !items.is_empty() => {
+                    for item in items {
+                        let id = json!({ key: item[key] }).to_string();
+                        let (item_here, item_there) = (item_in(here, &id), item_in(there, &id));
+                        let mut next = path.clone();
+                        next.push(Step::Key(id.clone()));
+                        if item_here.is_some() && item_here == item_there {
+                            continue;
+                        }
+                        if keep(item_here, item_there) {
+                            out.insert(next.clone());
+                        }
+                        for (child_key, child) in item.as_object().into_iter().flatten() {
+                            let mut child_path = next.clone();
+                            child_path.push(Step::Field(child_key.clone()));
+                            let (here, there) =
+                                (item_here.and_then(|h| h.get(child_key)), item_there.and_then(|t| t.get(child_key)));
+                            differing(child, here, there, child_key, child_path, keep, out);
+                        }
+                    }
+                }
+                _ => {
+                    if keep(here, there) {
+                        out.insert(path);
+                    }
+                }
+            }
+        }
+        _ => {
+            if keep(here, there) {
+                out.insert(path);
+            }
+        }
+    }
 }
 
 /// The config without the fields that identify the object (and none that a manager owns).
@@ -157,70 +279,18 @@ fn strip_identity(config: &Value) -> Value {
 
 /// Every field `object` sets that a manager can own.
 fn owned_paths(object: &Value) -> FieldSet {
-    let mut out = FieldSet::new();
-    let Some(map) = object.as_object() else { return out };
-    for (key, value) in map {
-        match key.as_str() {
-            "apiVersion" | "kind" | "status" => {}
-            "metadata" => {
-                for (field, value) in value.as_object().into_iter().flatten() {
-                    if !UNOWNED_METADATA.contains(&field.as_str()) {
-                        collect(
-                            value,
-                            field,
-                            vec![Step::Field("metadata".into()), Step::Field(field.clone())],
-                            &mut out,
-                        );
-                    }
-                }
-            }
-            _ => collect(value, key, vec![Step::Field(key.clone())], &mut out),
-        }
-    }
-    out
+    differing_paths(object, None, &|_, _| true)
 }
 
-fn collect(value: &Value, field: &str, path: Path, out: &mut FieldSet) {
-    match value {
-        Value::Object(map) if !map.is_empty() && !is_atomic_map(field) => {
-            for (key, child) in map {
-                let mut next = path.clone();
-                next.push(Step::Field(key.clone()));
-                collect(child, key, next, out);
-            }
-        }
-        Value::Array(items) if is_primitive_set(field) => {
-            for item in items {
-                let mut next = path.clone();
-                next.push(Step::Member(item.to_string()));
-                out.insert(next);
-            }
-        }
-        Value::Array(items) => {
-            match merge_key(field, items).filter(|key| items.iter().all(|item| item.get(*key).is_some())) {
-                Some(key) if !items.is_empty() => {
-                    for item in items {
-                        let mut next = path.clone();
-                        next.push(Step::Key(json!({ key: item[key] }).to_string()));
-                        out.insert(next.clone());
-                        if let Some(map) = item.as_object() {
-                            for (child_key, child) in map {
-                                let mut child_path = next.clone();
-                                child_path.push(Step::Field(child_key.clone()));
-                                collect(child, child_key, child_path, out);
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    out.insert(path);
-                }
-            }
-        }
-        _ => {
-            out.insert(path);
-        }
-    }
+/// The member of a primitive set written `member` (as JSON), as `get` finds it.
+fn member_in<'a>(list: Option<&'a Value>, member: &str) -> Option<&'a Value> {
+    let wanted: Value = serde_json::from_str(member).ok()?;
+    list?.as_array()?.iter().find(|item| **item == wanted)
+}
+
+/// The item of a keyed list identified by `id`, as `get` finds it.
+fn item_in<'a>(list: Option<&'a Value>, id: &str) -> Option<&'a Value> {
+    find_item(list?.as_array()?, id).map(|(_, item)| item)
 }
 
 fn find_item<'a>(items: &'a [Value], key: &str) -> Option<(usize, &'a Value)> {
@@ -306,23 +376,42 @@ fn dotted(path: &Path) -> String {
 
 fn read_entries(object: &Value) -> Vec<Entry> {
     let Some(entries) = object.pointer("/metadata/managedFields").and_then(Value::as_array) else { return Vec::new() };
-    entries
-        .iter()
-        .map(|entry| {
-            let text = |field: &str| entry.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
-            let mut fields = FieldSet::new();
-            if let Some(tree) = entry.get("fieldsV1") {
-                parse_fields(tree, &Vec::new(), &mut fields);
-            }
-            Entry {
-                manager: text("manager"),
-                operation: text("operation"),
-                api_version: text("apiVersion"),
-                time: text("time"),
-                fields,
-            }
-        })
-        .collect()
+    entries.iter().filter_map(read_entry).collect()
+}
+
+fn read_entry(entry: &Value) -> Option<Entry> {
+    let text = |field: &str| entry.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut fields = FieldSet::new();
+    if let Some(tree) = entry.get("fieldsV1") {
+        parse_fields(tree, &Vec::new(), &mut fields);
+    }
+    Some(Entry {
+        manager: text("manager"),
+        operation: text("operation"),
+        api_version: text("apiVersion"),
+        time: text("time"),
+        fields,
+    })
+}
+
+/// Whether a `managedFields` entry owns exactly `path` (without parsing it).
+fn owns(entry: &Value, path: &Path) -> bool {
+    let mut node = entry.get("fieldsV1");
+    for step in path {
+        let key = match step {
+            Step::Field(name) => format!("f:{name}"),
+            Step::Key(item) => format!("k:{item}"),
+            Step::Index(at) => format!("i:{at}"),
+            Step::Member(member) => format!("v:{member}"),
+        };
+        node = node.and_then(|n| n.get(&key));
+    }
+    node.and_then(Value::as_object).is_some_and(|map| map.is_empty() || map.contains_key("."))
+}
+
+/// Whether an entry owns any field (an entry that owns none is dropped).
+fn entry_has_fields(entry: &Value) -> bool {
+    entry.get("fieldsV1").and_then(Value::as_object).is_some_and(|fields| !fields.is_empty())
 }
 
 fn parse_fields(tree: &Value, path: &Path, out: &mut FieldSet) {
@@ -376,21 +465,19 @@ fn render_fields(fields: &FieldSet) -> Value {
     Value::Object(root)
 }
 
+fn render_entry(entry: &Entry) -> Value {
+    json!({
+        "manager": entry.manager,
+        "operation": entry.operation,
+        "apiVersion": entry.api_version,
+        "time": entry.time,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": render_fields(&entry.fields),
+    })
+}
+
 fn write_entries(object: &mut Value, entries: &[Entry]) {
-    let rendered: Vec<Value> = entries
-        .iter()
-        .filter(|entry| !entry.fields.is_empty())
-        .map(|entry| {
-            json!({
-                "manager": entry.manager,
-                "operation": entry.operation,
-                "apiVersion": entry.api_version,
-                "time": entry.time,
-                "fieldsType": "FieldsV1",
-                "fieldsV1": render_fields(&entry.fields),
-            })
-        })
-        .collect();
+    let rendered: Vec<Value> = entries.iter().filter(|entry| !entry.fields.is_empty()).map(render_entry).collect();
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         if rendered.is_empty() {
             metadata.remove("managedFields");
@@ -470,5 +557,136 @@ mod tests {
         let mut again = object.clone();
         write_entries(&mut again, &entries);
         assert_eq!(again, object);
+    }
+}
+
+#[cfg(test)]
+mod record_update_tests {
+    //! `record_update` looks only at what differs; these pin it to the plain
+    //! definition (every owned path of both objects compared, every entry
+    //! parsed and written again) over many edits. The owned paths come from
+    //! the same walk, unpruned; the `apply` tests above pin its paths.
+
+    use super::*;
+
+    /// The definition `record_update` must agree with.
+    fn reference(old: Option<&Value>, new: &mut Value, manager: &str, time: &str) {
+        let mut entries = old.map(read_entries).unwrap_or_default();
+        let changed: FieldSet = owned_paths(new)
+            .into_iter()
+            .filter(|path| old.is_none_or(|old| get(old, path) != get(new, path)))
+            .collect();
+        let gone: FieldSet =
+            old.map(owned_paths).unwrap_or_default().into_iter().filter(|path| get(new, path).is_none()).collect();
+        if !changed.is_empty() || !gone.is_empty() {
+            for entry in &mut entries {
+                entry.fields.retain(|path| !changed.contains(path) && !gone.contains(path));
+            }
+            let api_version = new["apiVersion"].as_str().unwrap_or_default().to_string();
+            match entries.iter_mut().find(|entry| entry.manager == manager && entry.operation == "Update") {
+                Some(entry) => {
+                    entry.fields.extend(changed);
+                    entry.time = time.into();
+                }
+                None if !changed.is_empty() => entries.push(Entry {
+                    manager: manager.into(),
+                    operation: "Update".into(),
+                    api_version,
+                    time: time.into(),
+                    fields: changed,
+                }),
+                None => {}
+            }
+        }
+        write_entries(new, &entries);
+    }
+
+    fn deployment() -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}, "annotations": {"a": "1"},
+                         "finalizers": ["x", "y"]},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [
+                                      {"name": "web", "image": "web:1", "ports": [{"containerPort": 80}],
+                                       "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                                      {"name": "side", "image": "side:1", "args": ["--x", "--y"]}],
+                                           "volumes": [{"name": "v", "emptyDir": {}}]}}}
+        })
+    }
+
+    /// A writer (field manager) and its change.
+    type Edit = (&'static str, fn(&mut Value));
+
+    /// Edits as different writers make them, each applied to the previous result.
+    fn edits() -> Vec<Edit> {
+        vec![
+            ("kubectl-rollout", |d| d["spec"]["template"]["metadata"]["annotations"] = json!({"restartedAt": "t1"})),
+            ("canaryflow", |d| d["spec"]["template"]["metadata"]["annotations"]["canaryflow.io/restart"] = json!("k")),
+            ("hpa", |d| d["spec"]["replicas"] = json!(5)),
+            ("kubectl-edit", |d| d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2")),
+            ("kubectl-edit", |d| {
+                d["spec"]["template"]["spec"]["containers"][0]["env"]
+                    .as_array_mut()
+                    .expect("env")
+                    .push(json!({"name": "C", "value": "3"}));
+            }),
+            ("other", |d| {
+                d["spec"]["template"]["spec"]["containers"].as_array_mut().expect("containers").remove(1);
+            }),
+            ("other", |d| {
+                d["metadata"]["labels"].as_object_mut().expect("labels").remove("app");
+            }),
+            ("kubectl-label", |d| d["metadata"]["labels"]["istio.io/rev"] = json!("1-6-8")),
+            ("finalizer", |d| d["metadata"]["finalizers"] = json!(["y", "z"])),
+            ("selector", |d| d["spec"]["selector"] = json!({"matchLabels": {"app": "web", "v": "2"}})),
+            ("canaryflow", |d| d["spec"]["template"]["metadata"]["annotations"]["canaryflow.io/restart"] = json!("k2")),
+            ("kubectl-edit", |d| d["spec"]["template"]["spec"]["containers"][0]["env"] = json!([])),
+            ("nothing", |_| {}),
+            ("other", |d| {
+                d["spec"].as_object_mut().expect("spec").remove("template");
+            }),
+        ]
+    }
+
+    #[test]
+    fn record_update_agrees_with_the_plain_definition_over_a_run_of_edits() {
+        let mut fast = deployment();
+        record_update(None, &mut fast, "creator", "t0");
+        let mut plain = deployment();
+        reference(None, &mut plain, "creator", "t0");
+        assert_eq!(fast, plain, "on create");
+        for (at, (manager, edit)) in edits().into_iter().enumerate() {
+            let time = format!("t{}", at + 1);
+            let (before_fast, before_plain) = (fast.clone(), plain.clone());
+            edit(&mut fast);
+            edit(&mut plain);
+            record_update(Some(&before_fast), &mut fast, manager, &time);
+            reference(Some(&before_plain), &mut plain, manager, &time);
+            assert_eq!(fast, plain, "after edit {at} by {manager}");
+        }
+        let managers: Vec<&str> = fast["metadata"]["managedFields"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e["manager"].as_str())
+            .collect();
+        // The template went last, and with it every field of the restarters and editors.
+        assert_eq!(managers, ["creator", "hpa", "other", "kubectl-label", "finalizer", "selector"]);
+    }
+
+    #[test]
+    fn record_update_agrees_with_the_plain_definition_for_every_single_edit() {
+        for (at, (manager, edit)) in edits().into_iter().enumerate() {
+            let mut base = deployment();
+            record_update(None, &mut base, "creator", "t0");
+            let (mut fast, mut plain) = (base.clone(), base.clone());
+            edit(&mut fast);
+            edit(&mut plain);
+            record_update(Some(&base), &mut fast, manager, "t1");
+            reference(Some(&base), &mut plain, manager, "t1");
+            assert_eq!(fast, plain, "edit {at} by {manager}");
+        }
     }
 }

@@ -170,6 +170,14 @@ impl State {
         self.resource_version += 1;
         let rv = json!(self.resource_version.to_string());
         let recording = self.recording;
+        // A proxy is ready while the Service it talks to has a ready istiod
+        // behind it: what decides that is which istio-system Services have
+        // ready endpoints. Only a change of that set sends the controller
+        // over every workload (a repointed Service or a deleted old
+        // revision, with every proxy already elsewhere, changes nothing).
+        let proxies_may_change =
+            recording && key.0 == admission::ISTIO_NAMESPACE && matches!(resource.plural, "services" | "pods");
+        let connected_before = proxies_may_change.then(|| admission::connected_services(self));
         let store = self.objects.entry(resource.storage_key()).or_default();
         let (kind, facts, event_object, old) = match new {
             Some(mut object) => {
@@ -188,7 +196,12 @@ impl State {
                 (EventType::Deleted, Facts::of(&removed), Some(removed), None)
             }
         };
-        self.note_change(resource, kind, &facts, old.as_deref());
+        self.note_change(resource, &facts);
+        if let Some(before) = connected_before
+            && before != admission::connected_services(self)
+        {
+            self.mark_all_workloads();
+        }
         if let (true, Some(object)) = (recording, event_object) {
             let event = Arc::new(WatchEvent {
                 resource_version: self.resource_version,
@@ -208,7 +221,7 @@ impl State {
     }
 
     /// Tells the controller what a change means for workloads.
-    fn note_change(&mut self, resource: &ResourceType, kind: EventType, facts: &Facts, old: Option<&Value>) {
+    fn note_change(&mut self, resource: &ResourceType, facts: &Facts) {
         match resource.plural {
             "deployments" | "statefulsets" | "daemonsets" => {
                 self.controller.dirty.insert((resource.plural, facts.namespace.clone(), facts.name.clone()));
@@ -219,20 +232,6 @@ impl State {
                 }
             }
             _ => {}
-        }
-        // A proxy is ready while the Service it talks to has a ready istiod
-        // behind it: when Services change, or istiod pods come, go, or change
-        // readiness, look at every workload again.
-        let proxies_affected = match resource.plural {
-            "services" => true,
-            "pods" if facts.namespace == "istio-system" => {
-                kind != EventType::Modified || old.map(admission::pod_ready) != Some(facts.ready)
-            }
-            _ => false,
-        };
-        // While seeding, the controller looks at everything once at the end.
-        if proxies_affected && self.recording {
-            self.mark_all_workloads();
         }
     }
 
@@ -264,7 +263,6 @@ struct Facts {
     namespace: String,
     name: String,
     owner: Option<WorkloadKey>,
-    ready: bool,
 }
 
 impl Facts {
@@ -273,7 +271,6 @@ impl Facts {
             namespace: object::namespace(object).to_string(),
             name: object::name(object).to_string(),
             owner: owner_of(object),
-            ready: admission::pod_ready(object),
         }
     }
 }
@@ -475,10 +472,10 @@ impl Cluster {
         name: &str,
         body: Value,
         options: &WriteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         let mut state = self.lock();
         let old = state
-            .get(resource.group, resource.plural, namespace, name)
+            .get_shared(resource.group, resource.plural, namespace, name)
             .cloned()
             .ok_or_else(|| ApiError::not_found(resource, name))?;
         let object = normalize(resource, namespace, body, Some(name))?;
@@ -499,9 +496,9 @@ impl Cluster {
         kind: PatchType,
         body: &Value,
         options: &WriteOptions,
-    ) -> Result<(Value, bool), ApiError> {
+    ) -> Result<(Arc<Value>, bool), ApiError> {
         let mut state = self.lock();
-        let old = state.get(resource.group, resource.plural, namespace, name).cloned();
+        let old = state.get_shared(resource.group, resource.plural, namespace, name).cloned();
         let now = object::rfc3339(self.now_seconds());
         let Some(old) = old else {
             if kind != PatchType::Apply {
@@ -509,7 +506,7 @@ impl Cluster {
             }
             drop(state);
             let applied = self.apply_new(resource, namespace, name, body, options, &now)?;
-            return Ok((applied, true));
+            return Ok((Arc::new(applied), true));
         };
         let patched = match kind {
             PatchType::Merge => patch::merge(&old, body),
@@ -573,10 +570,10 @@ impl Cluster {
         &self,
         state: &mut State,
         resource: &ResourceType,
-        old: &Value,
+        old: &Arc<Value>,
         mut object: Value,
         options: &WriteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         let name = object::name(old).to_string();
         let namespace = object::namespace(old).to_string();
         validate::check(resource, &object, Some(old))?;
@@ -604,15 +601,19 @@ impl Cluster {
         if !options.manager.is_empty() {
             apply::record_update(Some(old), &mut object, &options.manager, &object::rfc3339(self.now_seconds()));
         }
-        if !options.dry_run && object != *old {
-            state.commit(&self.events, resource, Some(object.clone()), (namespace, name));
-            object::metadata_mut(&mut object)
-                .insert("resourceVersion".into(), json!(state.resource_version().to_string()));
-            self.wake.notify_one();
+        if options.dry_run {
+            stamp(&mut object, resource);
+            return Ok(Arc::new(object));
         }
-        let mut object = if options.dry_run || object != *old { object } else { old.clone() };
-        stamp(&mut object, resource);
-        Ok(object)
+        if object == **old {
+            return Ok(stamped(Arc::clone(old), resource));
+        }
+        let key = (namespace, name);
+        state.commit(&self.events, resource, Some(object), key.clone());
+        self.wake.notify_one();
+        // The answer is the object as stored: shared, not copied.
+        let stored = state.get_shared(resource.group, resource.plural, &key.0, &key.1);
+        Ok(stamped(Arc::clone(stored.expect("an object just committed is stored")), resource))
     }
 
     /// `DELETE` one object. Deleting a namespace deletes what is in it;
@@ -838,6 +839,19 @@ fn same_spec(a: &Value, b: &Value) -> bool {
         object.as_object().into_iter().flatten().filter(|(field, _)| !NOT_SPEC.contains(&field.as_str()))
     }
     spec(a).count() == spec(b).count() && spec(a).all(|(field, value)| b.get(field) == Some(value))
+}
+
+/// `object` as `resource` names it; copied only if it names itself otherwise
+/// (stored through another version of the same kind).
+fn stamped(object: Arc<Value>, resource: &ResourceType) -> Arc<Value> {
+    let version = object.get("apiVersion").and_then(Value::as_str);
+    let kind = object.get("kind").and_then(Value::as_str);
+    if version == Some(resource.api_version().as_str()) && kind == Some(resource.kind) {
+        return object;
+    }
+    let mut object = Arc::unwrap_or_clone(object);
+    stamp(&mut object, resource);
+    Arc::new(object)
 }
 
 /// Sets kind and apiVersion as the request's resource names them.

@@ -150,22 +150,37 @@ pub fn is_primitive_set(field: &str) -> bool {
 
 /// A strategic merge patch, as the API server applies one.
 pub fn strategic(target: &Value, patch: &Value) -> Result<Value, String> {
+    // One copy of the target, merged into in place: copying at every level
+    // made a restart's one-annotation patch cost a deep copy per level.
+    let mut out = target.clone();
+    strategic_into(&mut out, patch)?;
+    Ok(out)
+}
+
+/// Merges `patch` into `target`, in place.
+fn strategic_into(target: &mut Value, patch: &Value) -> Result<(), String> {
     match (target, patch) {
-        (Value::Object(target), Value::Object(patch)) => strategic_map(target, patch).map(Value::Object),
-        (_, patch) => Ok(strip_directives(patch)),
+        (Value::Object(target), Value::Object(patch)) => strategic_map(target, patch),
+        (target, patch) => {
+            *target = strip_directives(patch);
+            Ok(())
+        }
     }
 }
 
-fn strategic_map(target: &Map<String, Value>, patch: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+fn strategic_map(out: &mut Map<String, Value>, patch: &Map<String, Value>) -> Result<(), String> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("replace") => {
-            return Ok(strip_directives(&Value::Object(patch.clone())).as_object().cloned().unwrap_or_default());
+            *out = strip_directives(&Value::Object(patch.clone())).as_object().cloned().unwrap_or_default();
+            return Ok(());
         }
-        Some("delete") => return Ok(Map::new()),
+        Some("delete") => {
+            out.clear();
+            return Ok(());
+        }
         Some("merge") | None => {}
         Some(other) => return Err(format!("unknown patch directive $patch: {other}")),
     }
-    let mut out = target.clone();
     if let Some(retain) = patch.get("$retainKeys").and_then(Value::as_array) {
         let keep: Vec<&str> = retain.iter().filter_map(Value::as_str).collect();
         out.retain(|key, _| keep.contains(&key.as_str()));
@@ -184,29 +199,36 @@ fn strategic_map(target: &Map<String, Value>, patch: &Map<String, Value>) -> Res
             out.remove(key);
             continue;
         }
-        let merged = match (out.get(key), value) {
-            (Some(Value::Object(_)), Value::Object(_)) if is_atomic_map(key) => strip_directives(value),
-            (Some(Value::Object(current)), Value::Object(change)) => Value::Object(strategic_map(current, change)?),
-            (Some(Value::Array(current)), Value::Array(change)) => Value::Array(strategic_list(key, current, change)?),
-            (None, Value::Array(change)) => Value::Array(strategic_list(key, &[], change)?),
-            (_, change) => strip_directives(change),
-        };
-        out.insert(key.clone(), merged);
+        match (out.get_mut(key), value) {
+            (Some(Value::Object(current)), Value::Object(change)) if !is_atomic_map(key) => {
+                strategic_map(current, change)?;
+            }
+            (Some(Value::Array(current)), Value::Array(change)) => {
+                let merged = strategic_list(key, std::mem::take(current), change)?;
+                *current = merged;
+            }
+            (None, Value::Array(change)) => {
+                out.insert(key.clone(), Value::Array(strategic_list(key, Vec::new(), change)?));
+            }
+            (_, change) => {
+                out.insert(key.clone(), strip_directives(change));
+            }
+        }
     }
     for (key, order) in patch.iter().filter_map(|(key, value)| Some((key.strip_prefix("$setElementOrder/")?, value))) {
         if let (Some(Value::Array(items)), Some(order)) = (out.get_mut(key), order.as_array()) {
             reorder(key, items, order);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-fn strategic_list(field: &str, current: &[Value], change: &[Value]) -> Result<Vec<Value>, String> {
+fn strategic_list(field: &str, current: Vec<Value>, change: &[Value]) -> Result<Vec<Value>, String> {
     if change.iter().any(|item| item.get("$patch").and_then(Value::as_str) == Some("replace")) {
         return Ok(change.iter().filter(|item| item.get("$patch").is_none()).map(strip_directives).collect());
     }
     if is_primitive_set(field) {
-        let mut out = current.to_vec();
+        let mut out = current;
         for item in change {
             if !out.contains(item) {
                 out.push(item.clone());
@@ -214,10 +236,10 @@ fn strategic_list(field: &str, current: &[Value], change: &[Value]) -> Result<Ve
         }
         return Ok(out);
     }
-    let Some(key) = merge_key(field, if change.is_empty() { current } else { change }) else {
+    let Some(key) = merge_key(field, if change.is_empty() { &current } else { change }) else {
         return Ok(change.iter().map(strip_directives).collect());
     };
-    let mut out = current.to_vec();
+    let mut out = current;
     for item in change {
         let id = item.get(key).ok_or_else(|| format!("an item of {field} has no merge key {key:?}"))?;
         let position = out.iter().position(|existing| existing.get(key) == Some(id));
@@ -227,7 +249,7 @@ fn strategic_list(field: &str, current: &[Value], change: &[Value]) -> Result<Ve
                 out.remove(at);
             }
             (None, true) => {}
-            (Some(at), false) => out[at] = strategic(&out[at], item)?,
+            (Some(at), false) => strategic_into(&mut out[at], item)?,
             (None, false) => out.push(strip_directives(item)),
         }
     }
