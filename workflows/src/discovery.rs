@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use canaryflow_engine::ActivityError;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
@@ -203,33 +203,45 @@ const PERMISSIONS: [(&str, &str, &str, bool); 16] = [
     ("list", "", "pods", false),
 ];
 
+/// `verb group/resource`, if the cluster denies it.
+async fn denied_permission(
+    reviews: Api<SelfSubjectAccessReview>,
+    (verb, group, resource, namespaced): (&str, &str, &str, bool),
+) -> Result<Option<String>, ActivityError> {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                namespace: namespaced.then(|| ISTIO_NAMESPACE.to_string()),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let answer = reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|err| kube_error("SelfSubjectAccessReview", err))?;
+    if answer.status.as_ref().is_some_and(|s| s.allowed) {
+        return Ok(None);
+    }
+    let qualified = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
+    Ok(Some(format!("{verb} {qualified}")))
+}
+
+/// Access reviews one check sends at once.
+const REVIEWS_AT_ONCE: usize = 8;
+
 /// Checks every permission in [`PERMISSIONS`]; names every one denied.
 pub async fn check_permissions(client: &ClusterClient) -> Result<(), ActivityError> {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.client.clone());
-    let mut denied = Vec::new();
-    for (verb, group, resource, namespaced) in PERMISSIONS {
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(verb.into()),
-                    group: Some(group.into()),
-                    resource: Some(resource.into()),
-                    namespace: namespaced.then(|| ISTIO_NAMESPACE.to_string()),
-                    ..ResourceAttributes::default()
-                }),
-                ..SelfSubjectAccessReviewSpec::default()
-            },
-            ..SelfSubjectAccessReview::default()
-        };
-        let answer = reviews
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|err| kube_error("SelfSubjectAccessReview", err))?;
-        if !answer.status.as_ref().is_some_and(|s| s.allowed) {
-            let qualified = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
-            denied.push(format!("{verb} {qualified}"));
-        }
-    }
+    // A few reviews at a time, answers in the order asked.
+    let asked = PERMISSIONS.map(|permission| denied_permission(reviews.clone(), permission));
+    let answers: Vec<Option<String>> = futures::stream::iter(asked).buffered(REVIEWS_AT_ONCE).try_collect().await?;
+    let denied: Vec<String> = answers.into_iter().flatten().collect();
     if denied.is_empty() {
         return Ok(());
     }
@@ -291,12 +303,14 @@ async fn namespaces(client: &ClusterClient, spec: &UpgradeSpec) -> Result<Vec<Na
 
 /// The Deployments, StatefulSets and DaemonSets of a namespace.
 pub async fn workloads(client: &ClusterClient, namespace: &str) -> Result<Vec<WorkloadRef>, ActivityError> {
-    let mut out = Vec::new();
-    for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
-        for name in workload_names(&client.client, kind, namespace).await? {
-            out.push(WorkloadRef { kind: kind.into(), name });
-        }
-    }
+    const KINDS: [&str; 3] = ["Deployment", "StatefulSet", "DaemonSet"];
+    let lists =
+        futures::future::try_join_all(KINDS.map(|kind| workload_names(&client.client, kind, namespace))).await?;
+    let mut out: Vec<WorkloadRef> = KINDS
+        .into_iter()
+        .zip(lists)
+        .flat_map(|(kind, names)| names.into_iter().map(move |name| WorkloadRef { kind: kind.into(), name }))
+        .collect();
     out.sort();
     Ok(out)
 }

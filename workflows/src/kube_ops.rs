@@ -404,6 +404,16 @@ pub async fn get_workload(
 
 /// The names of a namespace's workloads of `kind`.
 pub async fn workload_names(client: &Client, kind: &str, namespace: &str) -> Result<Vec<String>, ActivityError> {
+    names_at(client, workload_path(kind, namespace), &format!("list {kind}s in {namespace}")).await
+}
+
+/// The names of every namespace.
+pub async fn namespace_names(client: &Client) -> Result<Vec<String>, ActivityError> {
+    names_at(client, k8s_openapi::api::core::v1::Namespace::url_path(&(), None), "list namespaces").await
+}
+
+/// The names of the objects of a collection (each parsed no further).
+async fn names_at(client: &Client, url_path: String, doing: &str) -> Result<Vec<String>, ActivityError> {
     #[derive(Deserialize)]
     struct List {
         #[serde(default)]
@@ -417,9 +427,8 @@ pub async fn workload_names(client: &Client, kind: &str, namespace: &str) -> Res
     struct NameOnly {
         name: Option<String>,
     }
-    let doing = format!("list {kind}s in {namespace}");
-    let request = kube::core::Request::new(workload_path(kind, namespace)).list(&ListParams::default());
-    let list: Option<List> = request_slim(client, request, &doing).await?;
+    let request = kube::core::Request::new(url_path).list(&ListParams::default());
+    let list: Option<List> = request_slim(client, request, doing).await?;
     Ok(list.map(|list| list.items).unwrap_or_default().into_iter().filter_map(|item| item.metadata.name).collect())
 }
 
@@ -437,6 +446,103 @@ pub async fn patch_workload(
     let request =
         kube::core::Request::new(workload_path(kind, namespace)).patch(name, params, &Patch::Strategic(patch));
     Ok(request_slim::<IgnoredAny>(client, request, &doing).await?.is_some())
+}
+
+/// Pods one list request asks for: a page, so that a cluster's pods are
+/// never all in memory as JSON at once.
+const PODS_PER_PAGE: u32 = 250;
+
+/// The pods of `namespace` (or of every namespace), not being deleted, as
+/// the upgrade reads them: name, namespace, annotations, containers (name,
+/// image, env), status. The rest of a pod (volumes, most of its spec, its
+/// managed fields) is skipped unparsed; an injected pod is mostly that.
+pub async fn list_pods(client: &Client, namespace: Option<&str>) -> Result<Vec<Value>, ActivityError> {
+    let doing = format!("list pods in {}", namespace.unwrap_or("every namespace"));
+    let mut pods = Vec::new();
+    let mut continue_token: Option<String> = None;
+    loop {
+        let mut params = ListParams::default().limit(PODS_PER_PAGE);
+        params.continue_token = continue_token.take();
+        let request = kube::core::Request::new(k8s_openapi::api::core::v1::Pod::url_path(&(), namespace)).list(&params);
+        let Some(page) = request_slim::<PodPage>(client, request, &doing).await? else { break };
+        pods.extend(
+            page.items.into_iter().filter(|pod| pod.metadata.deletion_timestamp.is_none()).map(PodView::into_json),
+        );
+        match page.metadata.continue_token.filter(|token| !token.is_empty()) {
+            Some(token) => continue_token = Some(token),
+            None => break,
+        }
+    }
+    Ok(pods)
+}
+
+#[derive(Deserialize)]
+struct PodPage {
+    #[serde(default)]
+    metadata: PageMeta,
+    #[serde(default)]
+    items: Vec<PodView>,
+}
+
+#[derive(Default, Deserialize)]
+struct PageMeta {
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PodView {
+    #[serde(default)]
+    metadata: PodMeta,
+    #[serde(default)]
+    spec: PodSpecView,
+    #[serde(default)]
+    status: Value,
+}
+
+#[derive(Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing)]
+    deletion_timestamp: Option<IgnoredAny>,
+}
+
+#[derive(Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpecView {
+    #[serde(default)]
+    containers: Vec<ContainerView>,
+    #[serde(default)]
+    init_containers: Vec<ContainerView>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct ContainerView {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    env: Vec<EnvView>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct EnvView {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+}
+
+impl PodView {
+    fn into_json(self) -> Value {
+        serde_json::json!({"metadata": self.metadata, "spec": self.spec, "status": self.status})
+    }
 }
 
 /// Serializes a typed object to JSON (it cannot fail for Kubernetes types).

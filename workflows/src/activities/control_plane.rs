@@ -6,7 +6,7 @@ use std::time::Duration;
 use canaryflow_engine::{ActivityContext, ActivityError, ActivityOutput};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
 
@@ -17,7 +17,7 @@ use crate::inputs::{
     WaitInput,
 };
 use crate::istio::{ISTIO_NAMESPACE, UNINSTALL_KINDS, injected_by, uninstall_selector};
-use crate::kube_ops::{clean, describe, kube_error, rollout_done, to_json, wait_for};
+use crate::kube_ops::{clean, describe, kube_error, list_pods, namespace_names, rollout_done, to_json, wait_for};
 
 /// Re-checks at run time what planning checked: the cluster may have changed since.
 pub(super) async fn precheck(
@@ -36,14 +36,12 @@ pub(super) async fn precheck(
     }
     check_skew(&from_version, &input.target.to_version)?;
     check_permissions(&client).await?;
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.client.clone());
-    for name in &input.namespaces {
-        if namespaces.get_opt(name).await.map_err(|err| kube_error(&format!("read namespace {name}"), err))?.is_none() {
-            return Err(ActivityError::fatal(
-                "precondition",
-                format!("namespace {name} was planned to move, but no longer exists: plan again"),
-            ));
-        }
+    let existing = namespace_names(&client.client).await?;
+    if let Some(gone) = input.namespaces.iter().find(|name| !existing.contains(name)) {
+        return Err(ActivityError::fatal(
+            "precondition",
+            format!("namespace {gone} was planned to move, but no longer exists: plan again"),
+        ));
     }
     output(&json!({"from_version": from_version, "namespaces": input.namespaces.len()}))
 }
@@ -207,10 +205,8 @@ async fn refuse_connected_proxies(
         })
         .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str))
         .collect();
-    let pods: Api<Pod> = Api::all(client.clone());
     let mut stranded: Vec<String> = Vec::new();
-    for pod in pods.list(&ListParams::default()).await.map_err(|err| kube_error("list pods", err))?.items {
-        let pod = to_json(pod);
+    for pod in list_pods(client, None).await? {
         let Some(injection) = injected_by(&pod) else { continue };
         let service = match injection.revision.as_deref() {
             Some("default") => "istiod".to_string(),

@@ -10,10 +10,8 @@ use std::time::Duration;
 use canaryflow_engine::{ActivityContext, ActivityError, ActivityOutput, StepId};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::Resource;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use serde::Deserialize;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::{Env, decode, forward_output, output};
@@ -24,7 +22,7 @@ use crate::inputs::{
 };
 use crate::istio::injected_by;
 use crate::kube_ops::{
-    ClusterClient, FIELD_MANAGER, clean, get_workload, kube_error, patch_workload, request_slim, rollout_done, to_json,
+    ClusterClient, FIELD_MANAGER, clean, get_workload, kube_error, list_pods, patch_workload, rollout_done, to_json,
     wait_for,
 };
 
@@ -33,8 +31,12 @@ use crate::kube_ops::{
 /// nothing and starts no second rollout.
 pub const RESTART_ANNOTATION: &str = "canaryflow.io/restart";
 
-/// Restarts (PATCHes) one activity sends to a cluster at once.
-const RESTARTS_AT_ONCE: usize = 4;
+/// Restarts (PATCHes) one activity sends to a cluster at once; the
+/// cluster's client bounds the requests of all its steps together
+/// (`REQUESTS_PER_CLUSTER_MAX`).
+const RESTARTS_AT_ONCE: usize = 10;
+/// Namespaces one `verify` reads at once.
+const NAMESPACES_AT_ONCE: usize = 2;
 
 fn params() -> PatchParams {
     PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() }
@@ -183,10 +185,19 @@ pub(super) async fn verify(
     let client = env.clusters.get(&input.target.cluster).await?;
     let mut result = VerifyOutput::default();
     let mut wrong = Vec::new();
-    // One namespace's pods at a time: a pod as JSON is large, and a wave
+    // A few namespaces' pods at a time: a pod as JSON is large, and a wave
     // verifies all its clusters at once.
-    for namespace in &input.namespaces {
-        for pod in live_pods(&client, namespace).await? {
+    // (Owned futures: see `health`.)
+    let mut reads = futures::stream::iter(input.namespaces.iter().cloned().map(|namespace| {
+        let client = client.clone();
+        async move {
+            let pods = live_pods(&client, &namespace).await?;
+            Ok::<_, ActivityError>((namespace, pods))
+        }
+    }))
+    .buffered(NAMESPACES_AT_ONCE);
+    while let Some((namespace, pods)) = reads.try_next().await? {
+        for pod in pods {
             let name = format!("{namespace}/{}", pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?"));
             let Some(injection) = injected_by(&pod) else { continue };
             result.pods += 1;
@@ -341,55 +352,12 @@ async fn wait_rollouts(
     .await
 }
 
-/// Clusters one health check reads at once.
-const CLUSTERS_AT_ONCE: usize = 4;
+/// Clusters one health check reads at once (each one namespace at a time).
+const CLUSTERS_AT_ONCE: usize = 8;
 
 /// Pods of a namespace that are not being deleted.
 async fn live_pods(client: &ClusterClient, namespace: &str) -> Result<Vec<Value>, ActivityError> {
-    list_live_pods(client.client.clone(), namespace).await
-}
-
-/// A pod as verify and health read it: metadata, containers and status.
-/// The rest (volumes, most of the spec) is skipped unparsed, which is most
-/// of an injected pod.
-#[derive(Deserialize)]
-struct PodView {
-    #[serde(default)]
-    metadata: Value,
-    #[serde(default)]
-    spec: PodSpecView,
-    #[serde(default)]
-    status: Value,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodSpecView {
-    #[serde(default)]
-    containers: Value,
-    #[serde(default)]
-    init_containers: Value,
-}
-
-#[derive(Deserialize)]
-struct PodList {
-    #[serde(default)]
-    items: Vec<PodView>,
-}
-
-async fn list_live_pods(client: kube::Client, namespace: &str) -> Result<Vec<Value>, ActivityError> {
-    let request = kube::core::Request::new(Pod::url_path(&(), Some(namespace))).list(&ListParams::default());
-    let found: Option<PodList> = request_slim(&client, request, &format!("list pods in {namespace}")).await?;
-    Ok(found
-        .map(|list| list.items)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|pod| {
-            let spec = json!({"containers": pod.spec.containers, "initContainers": pod.spec.init_containers});
-            json!({"metadata": pod.metadata, "spec": spec, "status": pod.status})
-        })
-        .filter(|pod| pod.pointer("/metadata/deletionTimestamp").is_none())
-        .collect())
+    list_pods(&client.client, Some(namespace)).await
 }
 
 /// Pods of a namespace injected by `revision`.
