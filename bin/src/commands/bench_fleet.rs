@@ -113,7 +113,7 @@ async fn measure(
     let outcome = upgrade(args, work, &names, poll_ms).await;
     let cpu_after = (cpu_seconds("self"), cpu_seconds(&fleet.pid().to_string()));
     fleet.stop();
-    let (plan_seconds, upgrade_seconds, state) = outcome?;
+    let (plan_seconds, upgrade_seconds, engine_peak_rss_megabytes, state) = outcome?;
     let waves = args.waves;
     let critical_path_ms = waves as u64 * SEQUENTIAL_ROLLOUTS * rollout_delay_ms;
     Ok(Report {
@@ -130,21 +130,21 @@ async fn measure(
         critical_path_seconds: critical_path_ms as f64 / 1_000.0,
         ratio_to_critical_path: upgrade_seconds * 1_000.0 / critical_path_ms.max(1) as f64,
         slowest_cluster_waits_seconds: slowest_waits(&state),
-        engine_peak_rss_megabytes: peak_rss_megabytes(),
+        engine_peak_rss_megabytes,
         engine_cpu_seconds: cpu_after.0.zip(cpu_before.0).map(|(after, before)| after - before),
         fleet_cpu_seconds: cpu_after.1.zip(cpu_before.1).map(|(after, before)| after - before),
         status: state.status().to_string(),
     })
 }
 
-/// Plans and runs the upgrade; returns the planning time, the run time and
-/// the final state.
+/// Plans and runs the upgrade; returns the planning time, the run time,
+/// the peak RSS so far and the final state.
 async fn upgrade(
     args: &BenchFleetArgs,
     work: &std::path::Path,
     names: &[String],
     poll_ms: u64,
-) -> anyhow::Result<(f64, f64, WorkflowState)> {
+) -> anyhow::Result<(f64, f64, Option<f64>, WorkflowState)> {
     let revision = Revision::new("1-6-8", "1.6.8").map_err(anyhow::Error::msg)?;
     std::fs::write(work.join("manifests.yaml"), manifests_yaml(&revision).map_err(anyhow::Error::msg)?)?;
     let mut spec = String::from(
@@ -187,7 +187,10 @@ spec:
     if outcome.status != Status::Succeeded {
         eprintln!("bench: the upgrade ended {}: {}", outcome.status, outcome.reason.unwrap_or_default());
     }
-    Ok((plan_seconds, upgrade_seconds, engine.load_state(id).await?))
+    // The peak of the upgrade itself, read before this bench folds the
+    // whole log once more for its own report.
+    let peak_rss = peak_rss_megabytes();
+    Ok((plan_seconds, upgrade_seconds, peak_rss, engine.load_state(id).await?))
 }
 
 /// Per wave, the slowest cluster's time in its waiting steps, as measured.
@@ -283,8 +286,10 @@ fn text(report: &Report) -> String {
         );
     }
     if let Some(rss) = report.engine_peak_rss_megabytes {
-        let _ =
-            writeln!(out, "  engine peak RSS: {rss:.0} MB (target: under 200 MB; the fleet runs in another process)");
+        let _ = writeln!(
+            out,
+            "  engine peak RSS (planning and upgrade): {rss:.0} MB (target: under 200 MB; the fleet is another process)"
+        );
     }
     out
 }
