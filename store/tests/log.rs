@@ -255,6 +255,52 @@ fn a_missing_record_is_refused_at_open_and_then_a_gap_not_a_silent_skip() {
 }
 
 #[test]
+fn a_workflows_missing_tail_is_unacknowledged_while_the_watermark_holds() {
+    // Goal: after a crash, sled may drop a write it had not yet flushed
+    // while a complete copy sits in its files. That is not a loss: while
+    // the watermark's record (the newest flushed) is there, records missing
+    // past a workflow's last one were never acknowledged. A record missing
+    // before a later one of its workflow still is (previous test).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cut, other) = (WorkflowId::new_v7(), WorkflowId::new_v7());
+    {
+        let store = open(dir.path());
+        for seq in 0..3 {
+            store.append(cut, seq, &[record(seq, b"p")], &fields("cut", Status::Running)).expect("append");
+        }
+    }
+    let summary_before =
+        raw_db(dir.path()).open_tree("summaries").expect("summaries").get(cut.as_bytes()).expect("get");
+    {
+        let store = open(dir.path());
+        store.append(cut, 3, &[record(3, b"p")], &fields("cut", Status::Running)).expect("append");
+        for seq in 0..3 {
+            store.append(other, seq, &[record(seq, b"p")], &fields("other", Status::Running)).expect("append");
+        }
+    }
+    // The watermark names (other, 2). sled drops the cut workflow's last
+    // append, record and summary update together (one transaction).
+    remove_record(dir.path(), cut, 3);
+    {
+        let db = raw_db(dir.path());
+        let summaries = db.open_tree("summaries").expect("summaries");
+        summaries.insert(cut.as_bytes(), summary_before.expect("a summary after 3 appends")).expect("restore");
+        db.flush().expect("flush");
+    }
+    let store = Store::open(dir.path(), OpenMode::Existing).expect("an unacknowledged tail is no damage");
+    let seqs: Vec<u64> = store.history(cut, 0).expect("history").map(|r| r.expect("record").seq).collect();
+    assert_eq!(seqs, [0, 1, 2]);
+    drop(store);
+    let (report, _) = Store::verify(dir.path()).expect("verify runs");
+    assert!(report.is_clean(), "{report:#?}");
+
+    // Without the watermark's record, the same missing tail is refused.
+    remove_record(dir.path(), other, 2);
+    let err = Store::open(dir.path(), OpenMode::Existing).expect_err("refused");
+    assert!(matches!(err, Error::Damaged { .. } | Error::LogCorrupt { .. }), "{err}");
+}
+
+#[test]
 fn a_lost_tail_is_refused_by_the_watermark() {
     // Goal: even with no raw copy left to compare with, a history that ends
     // before the newest record known durable is refused at open.
