@@ -26,6 +26,18 @@ enum Step {
     Member(String),
 }
 
+impl Step {
+    /// This step as a key of a `fieldsV1` tree (`f:name`, `k:{..}`, `i:0`, `v:..`).
+    fn fields_v1_key(&self) -> String {
+        match self {
+            Step::Field(name) => format!("f:{name}"),
+            Step::Key(item) => format!("k:{item}"),
+            Step::Index(at) => format!("i:{at}"),
+            Step::Member(member) => format!("v:{member}"),
+        }
+    }
+}
+
 type Path = Vec<Step>;
 type FieldSet = BTreeSet<Path>;
 
@@ -138,7 +150,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, time: 
             }
             continue;
         }
-        let Some(mut entry) = read_entry(&raw) else { continue };
+        let mut entry = read_entry(&raw);
         entry.fields.retain(|path| !changed.contains(path) && !gone.contains(path));
         if writers {
             entry.fields.extend(changed.iter().cloned());
@@ -159,13 +171,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, time: 
         };
         entries.push(render_entry(&entry));
     }
-    if let Some(metadata) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-        if entries.is_empty() {
-            metadata.remove("managedFields");
-        } else {
-            metadata.insert("managedFields".into(), Value::Array(entries));
-        }
-    }
+    set_managed_fields(new, entries);
 }
 
 /// The paths `this` sets that a manager can own and for which `keep(value
@@ -196,8 +202,11 @@ fn differing_paths(
     out
 }
 
-/// [`collect`] over `shape`, keeping a path when `keep` holds for the values
-/// found at it in this object (`here`) and in the other (`there`).
+/// The owned paths under `path` of `shape` (a map's fields, a keyed list's
+/// items and their fields, a set's members; anything else is one leaf),
+/// keeping a path when `keep` holds for the values found at it in this
+/// object (`here`) and in the other (`there`). Subtrees equal in both are
+/// skipped whole.
 #[allow(clippy::too_many_arguments, reason = "a recursion's state")]
 fn differing(
     shape: &Value,
@@ -376,35 +385,29 @@ fn dotted(path: &Path) -> String {
 
 fn read_entries(object: &Value) -> Vec<Entry> {
     let Some(entries) = object.pointer("/metadata/managedFields").and_then(Value::as_array) else { return Vec::new() };
-    entries.iter().filter_map(read_entry).collect()
+    entries.iter().map(read_entry).collect()
 }
 
-fn read_entry(entry: &Value) -> Option<Entry> {
+fn read_entry(entry: &Value) -> Entry {
     let text = |field: &str| entry.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
     let mut fields = FieldSet::new();
     if let Some(tree) = entry.get("fieldsV1") {
         parse_fields(tree, &Vec::new(), &mut fields);
     }
-    Some(Entry {
+    Entry {
         manager: text("manager"),
         operation: text("operation"),
         api_version: text("apiVersion"),
         time: text("time"),
         fields,
-    })
+    }
 }
 
 /// Whether a `managedFields` entry owns exactly `path` (without parsing it).
 fn owns(entry: &Value, path: &Path) -> bool {
     let mut node = entry.get("fieldsV1");
     for step in path {
-        let key = match step {
-            Step::Field(name) => format!("f:{name}"),
-            Step::Key(item) => format!("k:{item}"),
-            Step::Index(at) => format!("i:{at}"),
-            Step::Member(member) => format!("v:{member}"),
-        };
-        node = node.and_then(|n| n.get(&key));
+        node = node.and_then(|n| n.get(step.fields_v1_key()));
     }
     node.and_then(Value::as_object).is_some_and(|map| map.is_empty() || map.contains_key("."))
 }
@@ -447,13 +450,11 @@ fn render_fields(fields: &FieldSet) -> Value {
     for path in fields {
         let mut node = &mut root;
         for step in path {
-            let key = match step {
-                Step::Field(name) => format!("f:{name}"),
-                Step::Key(item) => format!("k:{item}"),
-                Step::Index(at) => format!("i:{at}"),
-                Step::Member(member) => format!("v:{member}"),
-            };
-            node = node.entry(key).or_insert_with(|| json!({})).as_object_mut().expect("field trees hold objects");
+            node = node
+                .entry(step.fields_v1_key())
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("field trees hold objects");
         }
         // Paths are sorted, so a path's children (if any) come right after it.
         let after = (std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded);
@@ -477,12 +478,17 @@ fn render_entry(entry: &Entry) -> Value {
 }
 
 fn write_entries(object: &mut Value, entries: &[Entry]) {
-    let rendered: Vec<Value> = entries.iter().filter(|entry| !entry.fields.is_empty()).map(render_entry).collect();
+    let rendered = entries.iter().filter(|entry| !entry.fields.is_empty()).map(render_entry).collect();
+    set_managed_fields(object, rendered);
+}
+
+/// Sets `metadata.managedFields` to `entries` (rendered), or removes it when there are none.
+fn set_managed_fields(object: &mut Value, entries: Vec<Value>) {
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        if rendered.is_empty() {
+        if entries.is_empty() {
             metadata.remove("managedFields");
         } else {
-            metadata.insert("managedFields".into(), Value::Array(rendered));
+            metadata.insert("managedFields".into(), Value::Array(entries));
         }
     }
 }

@@ -373,14 +373,7 @@ impl Cluster {
             let found = state.get_shared(resource.group, resource.plural, namespace, name);
             Arc::clone(found.ok_or_else(|| ApiError::not_found(resource, name))?)
         };
-        if object.get("kind").and_then(Value::as_str) == Some(resource.kind)
-            && object.get("apiVersion").and_then(Value::as_str) == Some(resource.api_version().as_str())
-        {
-            return Ok(object);
-        }
-        let mut object = Arc::unwrap_or_clone(object);
-        stamp(&mut object, resource);
-        Ok(Arc::new(object))
+        Ok(stamped(object, resource))
     }
 
     /// `GET` a collection (one namespace, or all with `None`).

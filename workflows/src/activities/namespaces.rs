@@ -320,8 +320,9 @@ async fn restart(
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: token}}}}});
     let params = params();
     // All of a namespace's rollouts start together, as `kubectl rollout
-    // restart deployment -n NS` starts them; a few requests at a time. A
-    // workload gone since has nothing to restart (`patch_workload` is false).
+    // restart deployment -n NS` starts them; at most RESTARTS_AT_ONCE
+    // requests at a time. A workload gone since has nothing to restart
+    // (`patch_workload` is false).
     let restarts: Vec<_> = workloads
         .iter()
         .map(|workload| patch_workload(&client.client, &workload.kind, namespace, &workload.name, &params, &patch))
