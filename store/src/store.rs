@@ -124,14 +124,26 @@ fn open_sled(log_path: &Path) -> Result<sled::Db> {
         // background flusher would only add fsyncs we cannot account for.
         match sled::Config::new().path(log_path).flush_every_ms(None).open() {
             Ok(db) => return Ok(db),
-            Err(sled::Error::Io(err))
-                if err.kind() == std::io::ErrorKind::WouldBlock
+            Err(err)
+                if sled_lock_busy(&err)
                     && started.elapsed() < std::time::Duration::from_millis(SLED_LOCK_WAIT_MS_MAX) =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Err(err) => return Err(sled_error(log_path, err)),
         }
+    }
+}
+
+/// Whether opening sled failed only because its file lock is still held
+/// (by a database of this process that is winding down). sled reports that
+/// as an `Other` I/O error saying so, not as `WouldBlock`.
+fn sled_lock_busy(err: &sled::Error) -> bool {
+    match err {
+        sled::Error::Io(err) => {
+            err.kind() == std::io::ErrorKind::WouldBlock || err.to_string().starts_with("could not acquire lock")
+        }
+        _ => false,
     }
 }
 
@@ -225,13 +237,9 @@ impl Store {
     /// The watermark names the newest record known durable; if sled no
     /// longer has it, refuse to go on with a shortened history.
     pub(crate) fn check_watermark(&self) -> Result<()> {
-        let Some((id, seq)) = self.inner.watermark.read()? else {
+        let Some(((id, seq), false)) = self.watermark_record_present()? else {
             return Ok(());
         };
-        let present = self.inner.events.contains_key(envelope::key(id, seq)).map_err(|err| self.sled(err))?;
-        if present {
-            return Ok(());
-        }
         Err(Error::LogCorrupt {
             path: self.inner.dir.log_path(),
             detail: format!(
@@ -239,6 +247,16 @@ impl Store {
                  (sled drops everything after a damaged frame)"
             ),
         })
+    }
+
+    /// The watermark's record, and whether sled still has it (`None`
+    /// without a watermark).
+    pub(crate) fn watermark_record_present(&self) -> Result<Option<((WorkflowId, u64), bool)>> {
+        let Some((id, seq)) = self.inner.watermark.read()? else {
+            return Ok(None);
+        };
+        let present = self.inner.events.contains_key(envelope::key(id, seq)).map_err(|err| self.sled(err))?;
+        Ok(Some(((id, seq), present)))
     }
 
     /// The newest record the watermark knows to be durable.

@@ -253,7 +253,7 @@ impl Store {
     /// in `a_bench_killed_halfway_is_finished_by_resume`). A missing record
     /// with a later one of its workflow present is always a loss.
     pub(crate) fn lost_runs(&self, scan: &RawScan) -> Result<Vec<LostRun>> {
-        let tails_unacknowledged = self.watermark()?.is_some() && self.check_watermark().is_ok();
+        let tails_unacknowledged = matches!(self.watermark_record_present()?, Some((_, true)));
         let accepted = data_dir::read_accepted_losses(self.path())?;
         let is_accepted =
             |id: WorkflowId, seq: u64| accepted.iter().any(|run| run.id == id && (run.first..=run.last).contains(&seq));

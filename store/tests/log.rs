@@ -378,8 +378,11 @@ fn verify_of_a_healthy_directory_is_clean() {
     assert!(store.is_some());
 }
 
+/// sled itself, behind the store's back, configured as the store opens it:
+/// without a background flusher, whose thread would keep sled's file lock
+/// for a moment after the handle is dropped.
 fn raw_db(path: &Path) -> sled::Db {
-    sled::open(path.join("log")).expect("open sled directly")
+    sled::Config::new().path(path.join("log")).flush_every_ms(None).open().expect("open sled directly")
 }
 
 fn key(id: WorkflowId, seq: u64) -> Vec<u8> {
