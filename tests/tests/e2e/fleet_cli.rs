@@ -174,6 +174,17 @@ async fn a_soak_interrupted_by_a_restart_fires_at_its_original_time() {
         timers.get(0)?["event"]["TimerStarted"]["fire_at_ms"].as_u64()
     })
     .await;
+    // `status` names the timer and when it fires (UTC, to the second).
+    let status = json(&data, &["status", &id]).await;
+    let timer = status["waiting"]
+        .as_array()
+        .and_then(|waiting| waiting.iter().find(|w| w["what"] == "timer"))
+        .unwrap_or_else(|| panic!("no timer in {status}"))
+        .clone();
+    assert!(timer["step"].as_str().is_some_and(|step| step.starts_with("wave-1/")), "{timer}");
+    let seconds = fire_at_ms / 1_000;
+    let clock = format!("T{:02}:{:02}:{:02}Z", seconds / 3_600 % 24, seconds / 60 % 60, seconds % 60);
+    assert!(timer["until"].as_str().is_some_and(|until| until.ends_with(&clock)), "{timer} (fires at {clock})");
     start.kill().expect("kill -9");
     start.wait().expect("reap");
     let killed_at = Instant::now();

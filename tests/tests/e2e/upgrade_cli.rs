@@ -55,6 +55,52 @@ async fn an_upgrade_killed_at_every_event_boundary_resumes_to_the_same_cluster()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_for_scripts_is_a_json_line_per_event_or_a_timed_line_per_step() {
+    // JSON lines: one per recorded event, in order, none missing.
+    let run = setup(seed_fleet(), &SpecOptions::default()).await;
+    let data = run.dir.path().join("data");
+    let (output, stdout, stderr) =
+        cli(&data, &["start", "-f", run.spec.to_str().expect("path"), "--progress", "json"], &[]).await;
+    assert!(output.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}")))
+        .collect();
+    // First the workflow it started (its id before anything else), then its events.
+    let (header, lines) = lines.split_first().expect("output");
+    assert_eq!((header["name"].as_str(), header["steps"].as_u64().is_some()), (Some("test-upgrade"), true));
+    let lines: Vec<&serde_json::Value> = lines.iter().filter(|line| line.get("seq").is_some()).collect();
+    assert!(lines.iter().all(|line| line["workflow"] == header["workflow"]), "{stdout}");
+    let seqs: Vec<u64> = lines.iter().map(|line| line["seq"].as_u64().expect("seq")).collect();
+    // Event 0 records the plan; the header line stands for it.
+    assert_eq!(seqs, (1..=last_seq(&data).await).collect::<Vec<_>>(), "every later event once, in order");
+    let precheck = |kind: &str| {
+        lines.iter().position(|l| l["kind"] == kind && l["step"].as_str().is_some_and(|s| s.ends_with("precheck")))
+    };
+    let started = precheck("StepStarted").expect("precheck started");
+    let done = precheck("StepSucceeded").expect("precheck succeeded");
+    assert!(started < done, "{stdout}");
+    assert!(lines.iter().all(|line| line["at"].is_string() && line["status"].is_string()), "{stdout}");
+    assert_eq!(lines.last().expect("lines")["kind"], "WorkflowSucceeded");
+    assert_eq!(lines.last().expect("lines")["status"], "succeeded");
+
+    // Plain: a line per step as it starts and as it ends, with the time it took.
+    let run = setup(seed_fleet(), &SpecOptions::default()).await;
+    let data = run.dir.path().join("data");
+    let (output, stdout, stderr) =
+        cli(&data, &["start", "-f", run.spec.to_str().expect("path"), "--progress", "plain"], &[]).await;
+    assert!(output.status.success(), "{stderr}");
+    let line = |step: &str, what: &str| {
+        stdout.lines().find(|l| l.split_whitespace().nth(1).is_some_and(|s| s.ends_with(step)) && l.contains(what))
+    };
+    assert!(line("precheck", "started").is_some(), "{stdout}");
+    let done = line("precheck", "done in ").unwrap_or_else(|| panic!("no timed end of precheck: {stdout}"));
+    assert!(done.trim_end().ends_with('s'), "a duration: {done}");
+    assert!(stdout.contains("upgrade succeeded"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_upgrade_the_seed_checks_hold_with_the_real_kubectl() {
     let setup = setup(seed_fleet(), &SpecOptions::default()).await;
     let kubectl = Kubectl::new(&setup.fleet);
