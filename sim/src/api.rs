@@ -9,6 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -86,7 +87,41 @@ fn error(err: &ApiError) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], err.body().to_string()).into_response()
 }
 
-fn json_response(code: StatusCode, value: &Value) -> Response {
+/// A typed list's answer, written straight from the stored objects: its
+/// items carry no kind or apiVersion, as the API server writes them.
+struct ListBody<'a> {
+    resource: &'a ResourceType,
+    metadata: Value,
+    items: &'a [Arc<Value>],
+}
+
+/// An item of a typed list: the object without its kind and apiVersion.
+struct ListItem<'a>(&'a Value);
+
+impl Serialize for ListBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("kind", &format!("{}List", self.resource.kind))?;
+        map.serialize_entry("apiVersion", &self.resource.api_version())?;
+        map.serialize_entry("metadata", &self.metadata)?;
+        map.serialize_entry("items", &self.items.iter().map(|item| ListItem(item)).collect::<Vec<_>>())?;
+        map.end()
+    }
+}
+
+impl Serialize for ListItem<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Value::Object(fields) = self.0 else { return self.0.serialize(serializer) };
+        let kept = || fields.iter().filter(|(key, _)| !matches!(key.as_str(), "kind" | "apiVersion"));
+        let mut map = serializer.serialize_map(Some(kept().count()))?;
+        for (key, value) in kept() {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+fn json_response(code: StatusCode, value: &(impl Serialize + ?Sized)) -> Response {
     // `to_vec` writes bytes straight out; `to_string` goes through `fmt`.
     let body = serde_json::to_vec(value).unwrap_or_default();
     (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -217,7 +252,7 @@ impl Request<'_> {
                         StatusCode::OK,
                         &table::table(
                             resource.plural,
-                            &page.items,
+                            page.items.iter().map(AsRef::as_ref),
                             page.resource_version,
                             self.cluster.now_seconds(),
                             true,
@@ -229,10 +264,7 @@ impl Request<'_> {
                     metadata["continue"] = json!(token);
                     metadata["remainingItemCount"] = json!(page.remaining);
                 }
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(), "metadata": metadata, "items": page.items}),
-                ))
+                Ok(json_response(StatusCode::OK, &ListBody { resource, metadata, items: &page.items }))
             }
             Method::POST => {
                 let namespace =
@@ -242,10 +274,7 @@ impl Request<'_> {
             }
             Method::DELETE => {
                 let deleted = self.cluster.delete_collection(resource, namespace, &labels, &fields, self.dry_run());
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(), "metadata": {}, "items": deleted}),
-                ))
+                Ok(json_response(StatusCode::OK, &ListBody { resource, metadata: json!({}), items: &deleted }))
             }
             _ => Err(ApiError::method_not_allowed()),
         }
@@ -262,7 +291,7 @@ impl Request<'_> {
             None => {}
             Some("status") if *self.method == Method::GET => {
                 let object = self.cluster.get(resource, namespace, name)?;
-                return Ok(json_response(StatusCode::OK, &object));
+                return Ok(json_response(StatusCode::OK, object.as_ref()));
             }
             Some(_) => return Err(ApiError::method_not_allowed()),
         }
@@ -271,13 +300,12 @@ impl Request<'_> {
                 let object = self.cluster.get(resource, namespace, name)?;
                 if self.wants_table() {
                     let rv = crate::object::resource_version(&object).unwrap_or(0);
-                    let objects = [Arc::unwrap_or_clone(object)];
                     return Ok(json_response(
                         StatusCode::OK,
-                        &table::table(resource.plural, &objects, rv, self.cluster.now_seconds(), true),
+                        &table::table(resource.plural, [object.as_ref()], rv, self.cluster.now_seconds(), true),
                     ));
                 }
-                Ok(json_response(StatusCode::OK, &object))
+                Ok(json_response(StatusCode::OK, object.as_ref()))
             }
             Method::PUT => Ok(json_response(
                 StatusCode::OK,
@@ -294,7 +322,7 @@ impl Request<'_> {
                     &body,
                     &self.options(kind == PatchType::Apply)?,
                 )?;
-                Ok(json_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &object))
+                Ok(json_response(if created { StatusCode::CREATED } else { StatusCode::OK }, object.as_ref()))
             }
             Method::DELETE => {
                 Ok(json_response(StatusCode::OK, &self.cluster.delete(resource, namespace, name, self.dry_run())?))
@@ -344,7 +372,7 @@ impl Request<'_> {
                 let mut object = object.clone();
                 object["apiVersion"] = json!(api_version);
                 object["kind"] = json!(kind);
-                let object = if table { table::table(plural, &[object], 0, now, headers) } else { object };
+                let object = if table { table::table(plural, [&object], 0, now, headers) } else { object };
                 Bytes::from(format!("{}\n", json!({"type": event_type, "object": object})))
             };
             for event in initial {

@@ -315,8 +315,9 @@ pub enum PatchType {
 /// A list, with what a paging client needs.
 #[derive(Debug)]
 pub struct ListPage {
-    /// The objects.
-    pub items: Vec<Value>,
+    /// The objects, shared with the store: a list copies nothing under the
+    /// lock, and its answer is written straight from them.
+    pub items: Vec<Arc<Value>>,
     /// The list's resourceVersion.
     pub resource_version: u64,
     /// The token for the next page, if there is one.
@@ -388,10 +389,10 @@ impl Cluster {
     ) -> ListPage {
         let state = self.lock();
         let after = after.and_then(|token| token.split_once('/')).map(|(ns, name)| (ns.to_string(), name.to_string()));
-        let matching: Vec<(&(String, String), &Value)> = state
+        let matching: Vec<(&(String, String), &Arc<Value>)> = state
             .store(resource.group, resource.plural)
             .into_iter()
-            .flat_map(|objects| objects.iter().map(|(key, object)| (key, object.as_ref())))
+            .flat_map(|objects| objects.iter())
             .filter(|((ns, _), _)| namespace.is_none_or(|wanted| ns == wanted))
             .filter(|(key, _)| after.as_ref().is_none_or(|after| *key > after))
             .filter(|(_, object)| labels.matches(object::labels(object)) && fields.matches(object))
@@ -401,18 +402,7 @@ impl Cluster {
             let (ns, name) = matching[take - 1].0;
             format!("{ns}/{name}")
         });
-        let items = matching[..take]
-            .iter()
-            .map(|(_, object)| {
-                let mut object = (*object).clone();
-                if let Some(map) = object.as_object_mut() {
-                    // Items of a typed list carry no kind or apiVersion.
-                    map.remove("kind");
-                    map.remove("apiVersion");
-                }
-                object
-            })
-            .collect();
+        let items = matching[..take].iter().map(|(_, object)| Arc::clone(object)).collect();
         ListPage { items, resource_version: state.resource_version, continue_token, remaining: matching.len() - take }
     }
 
@@ -639,7 +629,7 @@ impl Cluster {
         labels: &LabelSelector,
         fields: &FieldSelector,
         dry_run: bool,
-    ) -> Vec<Value> {
+    ) -> Vec<Arc<Value>> {
         let doomed = self.list(resource, namespace, labels, fields, None, None).items;
         if dry_run {
             return doomed;

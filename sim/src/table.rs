@@ -177,9 +177,15 @@ fn cells(plural: &str, object: &Value, now: u64) -> Vec<Value> {
 /// A `Table` of `objects` of `plural`; `headers` false leaves out the
 /// column definitions (watch events after the first).
 #[must_use]
-pub fn table(plural: &str, objects: &[Value], resource_version: u64, now: u64, headers: bool) -> Value {
+pub fn table<'a>(
+    plural: &str,
+    objects: impl IntoIterator<Item = &'a Value>,
+    resource_version: u64,
+    now: u64,
+    headers: bool,
+) -> Value {
     let rows: Vec<Value> = objects
-        .iter()
+        .into_iter()
         .map(|object| {
             let metadata = object.get("metadata").cloned().unwrap_or(Value::Null);
             json!({
