@@ -49,6 +49,136 @@ pub struct Injection {
     pub evidence: String,
 }
 
+/// What the upgrade reads of a pod: name, namespace, annotations,
+/// containers (name, image, env), readiness and restarts. It is parsed
+/// straight from the API's JSON; the rest of a pod (volumes, most of its
+/// spec, its managed fields), which is most of an injected pod, is skipped
+/// unparsed.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PodView {
+    #[serde(default)]
+    metadata: PodMeta,
+    #[serde(default)]
+    spec: PodSpecView,
+    #[serde(default)]
+    status: PodStatusView,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    deletion_timestamp: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpecView {
+    #[serde(default)]
+    containers: Vec<ContainerView>,
+    #[serde(default)]
+    init_containers: Vec<ContainerView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ContainerView {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    env: Vec<EnvView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct EnvView {
+    name: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodStatusView {
+    #[serde(default)]
+    conditions: Vec<ConditionView>,
+    #[serde(default)]
+    container_statuses: Vec<ContainerStatusView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ConditionView {
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerStatusView {
+    #[serde(default)]
+    restart_count: u64,
+}
+
+impl PodView {
+    /// The view of a pod already parsed as JSON (or `None` if it is not one).
+    #[must_use]
+    pub fn from_json(pod: &Value) -> Option<Self> {
+        Self::deserialize(pod).ok()
+    }
+
+    /// The pod's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+
+    /// The pod's namespace.
+    #[must_use]
+    pub fn namespace(&self) -> &str {
+        &self.metadata.namespace
+    }
+
+    /// Whether the pod is being deleted (it has a deletion timestamp).
+    #[must_use]
+    pub fn deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+
+    /// Whether the pod reports the `Ready` condition.
+    #[must_use]
+    pub fn ready(&self) -> bool {
+        self.status.conditions.iter().any(|c| c.kind == "Ready" && c.status == "True")
+    }
+
+    /// Restarts of all its containers.
+    #[must_use]
+    pub fn restarts(&self) -> u64 {
+        self.status.container_statuses.iter().map(|s| s.restart_count).sum()
+    }
+}
+
+/// The part of `sidecar.istio.io/status` that names the revision.
+#[derive(Deserialize)]
+struct SidecarStatus {
+    #[serde(default)]
+    revision: Option<String>,
+}
+
+/// istiod's address in a proxy's `PROXY_CONFIG`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProxyConfig {
+    #[serde(default)]
+    discovery_address: Option<String>,
+}
+
 /// Who injected `pod`, or `None` if it has no Istio proxy.
 ///
 /// The revision comes from, in order: the `revision` field of
@@ -58,37 +188,30 @@ pub struct Injection {
 /// revision `<rev>`, plain `istiod` the default. Never the `istio.io/rev`
 /// pod label: Istio stopped setting it in 1.11, and a user may set it.
 #[must_use]
-pub fn injected_by(pod: &Value) -> Option<Injection> {
-    let containers = ["containers", "initContainers"]
-        .iter()
-        .filter_map(|field| pod.pointer(&format!("/spec/{field}")).and_then(Value::as_array))
-        .flatten();
-    let proxy = containers.into_iter().find(|c| c["name"] == "istio-proxy")?;
-    let proxy_version =
-        proxy["image"].as_str().and_then(|image| image.rsplit_once(':')).map(|(_, tag)| tag.to_string());
-    let annotations = pod.pointer("/metadata/annotations");
+pub fn injected_by(pod: &PodView) -> Option<Injection> {
+    let mut containers = pod.spec.containers.iter().chain(&pod.spec.init_containers);
+    let proxy = containers.find(|c| c.name == "istio-proxy")?;
+    let proxy_version = proxy.image.rsplit_once(':').map(|(_, tag)| tag.to_string());
+    let annotations = &pod.metadata.annotations;
     let status_revision = annotations
-        .and_then(|a| a.get("sidecar.istio.io/status"))
-        .and_then(Value::as_str)
-        .and_then(|text| serde_json::from_str::<Value>(text).ok())
-        .and_then(|status| status.get("revision").and_then(Value::as_str).map(str::to_string));
+        .get("sidecar.istio.io/status")
+        .and_then(|text| serde_json::from_str::<SidecarStatus>(text).ok())
+        .and_then(|status| status.revision);
     if let Some(revision) = status_revision {
         return Some(Injection { revision: Some(revision), proxy_version, evidence: "sidecar.istio.io/status".into() });
     }
-    if let Some(revision) = annotations.and_then(|a| a.get("istio.io/rev")).and_then(Value::as_str) {
+    if let Some(revision) = annotations.get("istio.io/rev") {
         return Some(Injection {
-            revision: Some(revision.to_string()),
+            revision: Some(revision.clone()),
             proxy_version,
             evidence: "istio.io/rev annotation".into(),
         });
     }
-    let env = proxy.get("env").and_then(Value::as_array).cloned().unwrap_or_default();
-    let value =
-        |name: &str| env.iter().find(|e| e["name"] == name).and_then(|e| e["value"].as_str()).map(str::to_string);
-    let address = value("CA_ADDR").or_else(|| {
+    let value = |name: &str| proxy.env.iter().find(|e| e.name == name).and_then(|e| e.value.as_deref());
+    let address = value("CA_ADDR").map(str::to_string).or_else(|| {
         value("PROXY_CONFIG")
-            .and_then(|config| serde_json::from_str::<Value>(&config).ok())
-            .and_then(|config| config.get("discoveryAddress").and_then(Value::as_str).map(str::to_string))
+            .and_then(|config| serde_json::from_str::<ProxyConfig>(config).ok())
+            .and_then(|config| config.discovery_address)
     });
     let revision = address.as_deref().and_then(|address| address.split('.').next()).map(|service| {
         match service.strip_prefix("istiod-") {
@@ -115,9 +238,13 @@ mod tests {
 
     use super::*;
 
-    fn pod(annotations: Value, env: Value, image: &str) -> Value {
-        json!({"metadata": {"annotations": annotations, "labels": {"istio.io/rev": "a-lie"}},
-               "spec": {"containers": [{"name": "app", "image": "app:1"}, {"name": "istio-proxy", "image": image, "env": env}]}})
+    fn pod(annotations: Value, env: Value, image: &str) -> PodView {
+        view(&json!({"metadata": {"annotations": annotations, "labels": {"istio.io/rev": "a-lie"}},
+               "spec": {"containers": [{"name": "app", "image": "app:1"}, {"name": "istio-proxy", "image": image, "env": env}]}}))
+    }
+
+    fn view(pod: &Value) -> PodView {
+        PodView::from_json(pod).expect("a pod")
     }
 
     #[test]
@@ -144,6 +271,31 @@ mod tests {
             "proxyv2:1.6.5",
         );
         assert_eq!(injected_by(&default).and_then(|i| i.revision).as_deref(), Some("default"));
-        assert_eq!(injected_by(&json!({"spec": {"containers": [{"name": "app"}]}})), None, "no proxy, no injection");
+        assert_eq!(
+            injected_by(&view(&json!({"spec": {"containers": [{"name": "app"}]}}))),
+            None,
+            "no proxy, no injection"
+        );
+    }
+
+    #[test]
+    fn a_pod_view_reads_readiness_restarts_and_deletion_and_skips_the_rest() {
+        let pod = view(&json!({
+            "metadata": {"name": "web-1", "namespace": "shop", "deletionTimestamp": "2026-11-29T00:00:00Z",
+                         "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"volumes": [{"name": "istio-envoy", "emptyDir": {}}], "containers": [{"name": "web"}]},
+            "status": {"phase": "Running",
+                       "conditions": [{"type": "ContainersReady", "status": "False"}, {"type": "Ready", "status": "True"}],
+                       "containerStatuses": [{"name": "web", "restartCount": 2}, {"name": "istio-proxy", "restartCount": 3}]}
+        }));
+        assert_eq!((pod.name(), pod.namespace()), ("web-1", "shop"));
+        assert!(pod.ready() && pod.deleting());
+        assert_eq!(pod.restarts(), 5);
+        let fresh = view(
+            &json!({"metadata": {"name": "web-2"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+        );
+        assert!(!fresh.ready() && !fresh.deleting());
+        assert_eq!(fresh.restarts(), 0);
+        assert!(PodView::from_json(&json!({"metadata": {"name": 7}})).is_none(), "a malformed pod is no pod");
     }
 }

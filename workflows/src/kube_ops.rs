@@ -15,6 +15,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::istio::PodView;
 use crate::spec::ClusterRef;
 
 /// The field manager canaryflow applies as.
@@ -456,10 +457,8 @@ pub async fn patch_workload(
 const PODS_PER_PAGE: u32 = 250;
 
 /// The pods of `namespace` (or of every namespace), not being deleted, as
-/// the upgrade reads them: name, namespace, annotations, containers (name,
-/// image, env), status. The rest of a pod (volumes, most of its spec, its
-/// managed fields) is skipped unparsed; an injected pod is mostly that.
-pub async fn list_pods(client: &Client, namespace: Option<&str>) -> Result<Vec<Value>, ActivityError> {
+/// the upgrade reads them (see [`PodView`]).
+pub async fn list_pods(client: &Client, namespace: Option<&str>) -> Result<Vec<PodView>, ActivityError> {
     let doing = format!("list pods in {}", namespace.unwrap_or("every namespace"));
     let mut pods = Vec::new();
     let mut continue_token: Option<String> = None;
@@ -468,9 +467,7 @@ pub async fn list_pods(client: &Client, namespace: Option<&str>) -> Result<Vec<V
         params.continue_token = continue_token.take();
         let request = kube::core::Request::new(k8s_openapi::api::core::v1::Pod::url_path(&(), namespace)).list(&params);
         let Some(page) = request_slim::<PodPage>(client, request, &doing).await? else { break };
-        pods.extend(
-            page.items.into_iter().filter(|pod| pod.metadata.deletion_timestamp.is_none()).map(PodView::into_json),
-        );
+        pods.extend(page.items.into_iter().filter(|pod| !pod.deleting()));
         match page.metadata.continue_token.filter(|token| !token.is_empty()) {
             Some(token) => continue_token = Some(token),
             None => break,
@@ -491,61 +488,6 @@ struct PodPage {
 struct PageMeta {
     #[serde(rename = "continue")]
     continue_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PodView {
-    #[serde(default)]
-    metadata: PodMeta,
-    #[serde(default)]
-    spec: PodSpecView,
-    #[serde(default)]
-    status: Value,
-}
-
-#[derive(Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PodMeta {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    namespace: String,
-    #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
-    #[serde(default, skip_serializing)]
-    deletion_timestamp: Option<IgnoredAny>,
-}
-
-#[derive(Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PodSpecView {
-    #[serde(default)]
-    containers: Vec<ContainerView>,
-    #[serde(default)]
-    init_containers: Vec<ContainerView>,
-}
-
-#[derive(Deserialize, Serialize)]
-struct ContainerView {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    image: String,
-    #[serde(default)]
-    env: Vec<EnvView>,
-}
-
-#[derive(Deserialize, Serialize)]
-struct EnvView {
-    name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
-}
-
-impl PodView {
-    fn into_json(self) -> Value {
-        serde_json::json!({"metadata": self.metadata, "spec": self.spec, "status": self.status})
-    }
 }
 
 /// Serializes a typed object to JSON (it cannot fail for Kubernetes types).

@@ -35,7 +35,7 @@ use canaryflow_engine::{Compensation, NewWorkflow, Payload, StepSpec};
 pub use crate::activities::{ACTIVITIES, Settings, register_all};
 pub use crate::discovery::{DiscoveryError, SKEW_MINORS_MAX};
 pub use crate::inputs::*;
-pub use crate::istio::{Injection, injected_by, uninstall_selector};
+pub use crate::istio::{Injection, PodView, injected_by, uninstall_selector};
 pub use crate::manifests::Manifests;
 pub use crate::spec::*;
 

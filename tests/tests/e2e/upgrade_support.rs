@@ -163,7 +163,10 @@ pub async fn cluster_state(client: &Client) -> ClusterState {
             .expect("pods")
             .items
             .into_iter()
-            .filter_map(|pod| canaryflow_workflows::injected_by(&serde_json::to_value(pod).expect("json")))
+            .filter_map(|pod| {
+                let view = canaryflow_workflows::PodView::from_json(&serde_json::to_value(pod).expect("json"));
+                canaryflow_workflows::injected_by(&view.expect("a pod"))
+            })
             .map(|injection| (injection.revision, injection.proxy_version))
             .collect();
         pods.sort();

@@ -214,11 +214,7 @@ async fn refuse_connected_proxies(
             None => continue,
         };
         if doomed.contains(&service.as_str()) {
-            stranded.push(format!(
-                "{}/{}",
-                pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("?"),
-                pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?")
-            ));
+            stranded.push(format!("{}/{}", pod.namespace(), pod.name()));
         }
     }
     if stranded.is_empty() {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::{Env, forward_output, manifests, output};
 use crate::inputs::{GatewayPlan, GatewaysInput, GatewaysOutput};
-use crate::istio::{gateway_revision, injected_by};
+use crate::istio::{PodView, gateway_revision, injected_by};
 use crate::kube_ops::{ClusterClient, FIELD_MANAGER, clean, kube_error, rollout_done, to_json, wait_for};
 
 /// Upgrades every gateway: with the new revision's gateway manifests when
@@ -132,8 +132,8 @@ async fn wait_for_gateway(
             .list(&ListParams::default().labels(&labels.join(",")))
             .await
             .map_err(|err| kube_error("list gateway pods", err))?;
-        for pod in found.items.into_iter().map(to_json) {
-            let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?").to_string();
+        for pod in found.items.into_iter().filter_map(|pod| PodView::from_json(&to_json(pod))) {
+            let name = pod.name();
             let injection = injected_by(&pod);
             let on = injection.as_ref().and_then(|i| i.revision.clone()).unwrap_or_default();
             if on != revision {

@@ -20,7 +20,7 @@ use crate::inputs::{
     HealthInput, InjectionLabels, MoveInput, MoveOutput, MoveTagInput, MoveTagOutput, Target, VerifyInput,
     VerifyOutput, WorkloadRef,
 };
-use crate::istio::injected_by;
+use crate::istio::{PodView, injected_by};
 use crate::kube_ops::{
     ClusterClient, FIELD_MANAGER, clean, get_workload, kube_error, list_pods, patch_workload, rollout_done, to_json,
     wait_for,
@@ -198,10 +198,10 @@ pub(super) async fn verify(
     .buffered(NAMESPACES_AT_ONCE);
     while let Some((namespace, pods)) = reads.try_next().await? {
         for pod in pods {
-            let name = format!("{namespace}/{}", pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?"));
+            let name = format!("{namespace}/{}", pod.name());
             let Some(injection) = injected_by(&pod) else { continue };
             result.pods += 1;
-            result.restarts.insert(name.clone(), restarts(&pod));
+            result.restarts.insert(name.clone(), pod.restarts());
             let on_revision = injection.revision.as_deref() == Some(input.target.to.0.as_str());
             let on_version = injection.proxy_version.as_deref() == Some(input.target.to_version.as_str());
             if !on_revision || !on_version {
@@ -211,7 +211,7 @@ pub(super) async fn verify(
                     injection.revision.unwrap_or_default(),
                     injection.evidence
                 ));
-            } else if !ready(&pod) {
+            } else if !pod.ready() {
                 wrong.push(format!("{name} is not ready"));
             }
         }
@@ -250,13 +250,12 @@ pub(super) async fn health(
                     for pod in live_pods(&client, namespace).await? {
                         let Some(injection) = injected_by(&pod) else { continue };
                         pods += 1;
-                        let pod_name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
-                        let name = format!("{namespace}/{pod_name}");
-                        if injection.revision.as_deref() != Some(target.to.0.as_str()) || !ready(&pod) {
+                        let name = format!("{namespace}/{}", pod.name());
+                        if injection.revision.as_deref() != Some(target.to.0.as_str()) || !pod.ready() {
                             problems.push(format!("{}: {name} is not ready on {}", target.cluster.name, target.to));
                         }
                         if let Some(most) = restarts_max {
-                            let since = restarts(&pod).saturating_sub(baseline.get(&name).copied().unwrap_or(0));
+                            let since = pod.restarts().saturating_sub(baseline.get(&name).copied().unwrap_or(0));
                             if since > u64::from(most) {
                                 problems.push(format!(
                                     "{}: {name} restarted {since} times during the soak (at most {most})",
@@ -357,7 +356,7 @@ async fn wait_rollouts(
 const CLUSTERS_AT_ONCE: usize = 8;
 
 /// Pods of a namespace that are not being deleted.
-async fn live_pods(client: &ClusterClient, namespace: &str) -> Result<Vec<Value>, ActivityError> {
+async fn live_pods(client: &ClusterClient, namespace: &str) -> Result<Vec<PodView>, ActivityError> {
     list_pods(&client.client, Some(namespace)).await
 }
 
@@ -367,18 +366,6 @@ async fn pods_on(client: &ClusterClient, namespace: &str, revision: &str) -> Res
         .await?
         .into_iter()
         .filter(|pod| injected_by(pod).and_then(|i| i.revision).as_deref() == Some(revision))
-        .filter_map(|pod| pod.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string))
+        .map(|pod| pod.name().to_string())
         .collect())
-}
-
-fn ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
-fn restarts(pod: &Value) -> u64 {
-    pod.pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .map_or(0, |statuses| statuses.iter().filter_map(|s| s["restartCount"].as_u64()).sum())
 }
