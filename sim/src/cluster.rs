@@ -101,6 +101,9 @@ pub struct State {
     recording: bool,
     /// The cluster's number in its fleet (for ids and IPs).
     pub index: usize,
+    /// The istio-system Services with a ready pod behind them, kept as
+    /// those change: every proxy's readiness is looked up here.
+    connected_services: Vec<String>,
     /// The controller's memory.
     pub controller: ControllerState,
 }
@@ -122,6 +125,12 @@ impl State {
         self.store(group, plural)
             .into_iter()
             .flat_map(move |objects| objects.range(range.clone()).map(|(_, object)| object.as_ref()))
+    }
+
+    /// Whether istio-system Service `name` has a ready pod behind it.
+    #[must_use]
+    pub fn connected(&self, service: &str) -> bool {
+        self.connected_services.iter().any(|connected| connected == service)
     }
 
     /// One object.
@@ -175,9 +184,7 @@ impl State {
         // ready endpoints. Only a change of that set sends the controller
         // over every workload (a repointed Service or a deleted old
         // revision, with every proxy already elsewhere, changes nothing).
-        let proxies_may_change =
-            recording && key.0 == admission::ISTIO_NAMESPACE && matches!(resource.plural, "services" | "pods");
-        let connected_before = proxies_may_change.then(|| admission::connected_services(self));
+        let proxies_may_change = key.0 == admission::ISTIO_NAMESPACE && matches!(resource.plural, "services" | "pods");
         let store = self.objects.entry(resource.storage_key()).or_default();
         let (kind, facts, event_object, old) = match new {
             Some(mut object) => {
@@ -197,10 +204,14 @@ impl State {
             }
         };
         self.note_change(resource, &facts);
-        if let Some(before) = connected_before
-            && before != admission::connected_services(self)
-        {
-            self.mark_all_workloads();
+        if proxies_may_change {
+            let connected = admission::connected_services(self);
+            if connected != self.connected_services {
+                self.connected_services = connected;
+                if recording {
+                    self.mark_all_workloads();
+                }
+            }
         }
         if let (true, Some(object)) = (recording, event_object) {
             let event = Arc::new(WatchEvent {

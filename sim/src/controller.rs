@@ -330,7 +330,7 @@ fn new_pod(
 #[must_use]
 pub fn proxy_connected(state: &State, pod: &Value) -> bool {
     match admission::proxy_service(pod) {
-        Some(service) => !admission::endpoints(state, "istio-system", &service).is_empty(),
+        Some(service) => state.connected(&service),
         None => true,
     }
 }
