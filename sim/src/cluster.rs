@@ -86,6 +86,9 @@ pub struct ControllerState {
     pub due: BTreeMap<Instant, BTreeSet<WorkloadKey>>,
     /// Each workload's template hash, by (uid, generation).
     pub template_hashes: HashMap<WorkloadKey, (String, u64, String)>,
+    /// How many times every workload was marked (the proxies' istiod
+    /// changed): a reconcile during which this moves is looked at again.
+    pub all_marked_count: u64,
 }
 
 /// A cluster's objects and history.
@@ -248,6 +251,7 @@ impl State {
 
     /// Marks every workload for the controller.
     pub fn mark_all_workloads(&mut self) {
+        self.controller.all_marked_count += 1;
         for plural in ["deployments", "statefulsets", "daemonsets"] {
             let keys: Vec<WorkloadKey> = self
                 .store("apps", plural)

@@ -72,7 +72,20 @@ fn schedule(state: &mut State, key: &WorkloadKey, at: Instant) {
     state.controller.due.entry(at).or_default().insert(key.clone());
 }
 
+/// One look at a workload. A look is a fixed point: its own writes (its
+/// pods, its status) mark it dirty again, but a second look would change
+/// nothing, so that mark is dropped. A mark from elsewhere (another
+/// workload's look, every workload marked) stays.
 fn reconcile(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: Instant) {
+    let marked_before = state.controller.dirty.contains(key);
+    let all_marked_before = state.controller.all_marked_count;
+    reconcile_once(cluster, state, key, now);
+    if !marked_before && state.controller.all_marked_count == all_marked_before {
+        state.controller.dirty.remove(key);
+    }
+}
+
+fn reconcile_once(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: Instant) {
     let (plural, namespace, name) = key;
     let resource = resources::find("apps", "v1", plural).expect("workload kinds are served");
     let Some(workload) = state.get_shared("apps", plural, namespace, name).cloned() else {
@@ -221,12 +234,14 @@ fn replace_pods(
 ) -> Result<(), String> {
     let pods = owned_pods(state, workload, resource.plural);
     let namespace = object::namespace(workload);
-    let current = pods.iter().filter(|pod| pod.hash.as_deref() == Some(hash)).count();
+    let current: Vec<&OwnedPod> = pods.iter().filter(|pod| pod.hash.as_deref() == Some(hash)).collect();
     let mut made = Vec::new();
-    for ordinal in current..replicas {
+    for ordinal in current.len()..replicas {
         made.push(new_pod(cluster, state, workload, resource, hash, ordinal)?);
     }
-    for pod in pods.iter().filter(|pod| pod.hash.as_deref() != Some(hash)) {
+    // Old pods go, and current ones beyond the replicas wanted (scaled down
+    // during the rollout), as `top_up` would on the next look.
+    for pod in pods.iter().filter(|pod| pod.hash.as_deref() != Some(hash)).chain(current.into_iter().skip(replicas)) {
         remove_pod(cluster, state, namespace, &pod.name);
     }
     for pod in made {
@@ -519,4 +534,56 @@ fn deployment_status(
         status["unavailableReplicas"] = json!(replicas - ready);
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::cluster::{Cluster, WriteOptions};
+    use crate::faults::{FaultConfig, Faults};
+
+    /// One look at a workload leaves nothing for a second look to do, also
+    /// when a rollout is scaled down as it starts: the look drops its own
+    /// mark, and a second look writes nothing.
+    #[test]
+    fn one_look_at_a_workload_is_a_fixed_point() {
+        let cluster = Cluster::new("fixed", 0, Duration::ZERO, Arc::new(Faults::new(FaultConfig::default(), 1)));
+        let options = WriteOptions { manager: "test".into(), ..WriteOptions::default() };
+        let deployments = resources::find("apps", "v1", "deployments").expect("served");
+        let namespaces = resources::find("", "v1", "namespaces").expect("served");
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
+        cluster.create(namespaces, "", namespace, &options).expect("namespace");
+        let web = |replicas: u64, version: &str| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web", "version": version}},
+                        "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}})
+        };
+        let key: WorkloadKey = ("deployments", "shop".into(), "web".into());
+        let pods_of = |state: &State| {
+            let mut names: Vec<String> =
+                state.in_namespace("", "pods", "shop").map(|p| object::name(p).to_string()).collect();
+            names.sort();
+            names
+        };
+        cluster.create(deployments, "shop", web(3, "v1"), &options).expect("create");
+        for (replicas, version) in [(3, "v1"), (1, "v2"), (2, "v2")] {
+            if version != "v1" || replicas != 3 {
+                cluster.replace(deployments, "shop", "web", web(replicas, version), &options).expect("replace");
+            }
+            let mut state = cluster.lock();
+            reconcile_pending(&cluster, &mut state, Instant::now());
+            assert!(state.controller.dirty.is_empty(), "{version} x{replicas}: a look leaves no mark of its own");
+            assert_eq!(pods_of(&state).len(), replicas as usize, "{version} x{replicas}: the replicas wanted, at once");
+            let (version_before, pods_before) = (state.resource_version(), pods_of(&state));
+            reconcile(&cluster, &mut state, &key, Instant::now());
+            assert_eq!(state.resource_version(), version_before, "{version} x{replicas}: a second look writes nothing");
+            assert_eq!(pods_of(&state), pods_before);
+        }
+    }
 }
