@@ -110,6 +110,23 @@ impl Manifests {
     }
 }
 
+/// The stage of an install in which `object` is applied: objects of one
+/// stage are applied together, stages one after another. Namespaces first;
+/// identities, configuration and Services next; then what runs, so that its
+/// rollout starts as early as it can with all it needs already there; then
+/// what guards it; the webhooks that send traffic to it last.
+#[must_use]
+pub fn apply_stage(object: &Value) -> usize {
+    match object.get("kind").and_then(Value::as_str).unwrap_or_default() {
+        "Namespace" => 0,
+        "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding" | "ConfigMap" | "Service" => 1,
+        "Deployment" | "DaemonSet" => 2,
+        "PodDisruptionBudget" | "HorizontalPodAutoscaler" => 3,
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => 4,
+        _ => 5,
+    }
+}
+
 fn order_of(object: &Value) -> usize {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
     APPLY_ORDER.iter().position(|k| *k == kind).unwrap_or(APPLY_ORDER.len())
@@ -163,5 +180,16 @@ metadata: {{name: virtualservices.networking.istio.io}}
             Manifests::parse("apiVersion: v1\nkind: Secret\nmetadata: {name: ca}\n", &to, "1.6.8").expect_err("secret");
         assert!(secret.contains("never records Secrets"), "{secret}");
         assert!(Manifests::parse("a: [b", &to, "1.6.8").expect_err("yaml").contains("not YAML"));
+    }
+
+    #[test]
+    fn stages_follow_the_apply_order_and_put_what_runs_after_what_it_needs() {
+        let stage = |kind: &str| apply_stage(&serde_json::json!({"kind": kind}));
+        let stages: Vec<usize> = APPLY_ORDER.iter().map(|kind| stage(kind)).collect();
+        assert!(stages.windows(2).all(|pair| pair[0] <= pair[1]), "stages never go back: {stages:?}");
+        assert!(stage("Namespace") < stage("ServiceAccount"));
+        assert!(stage("ConfigMap") < stage("Deployment") && stage("Service") < stage("Deployment"));
+        assert!(stage("Deployment") < stage("MutatingWebhookConfiguration"));
+        assert_eq!(stage("SomethingNew"), 5, "an unknown kind goes last");
     }
 }

@@ -18,6 +18,7 @@ use crate::inputs::{
 };
 use crate::istio::{ISTIO_NAMESPACE, UNINSTALL_KINDS, injected_by, uninstall_selector};
 use crate::kube_ops::{clean, describe, kube_error, list_pods, namespace_names, rollout_done, to_json, wait_for};
+use crate::manifests::apply_stage;
 
 /// Re-checks at run time what planning checked: the cluster may have changed since.
 pub(super) async fn precheck(
@@ -55,11 +56,20 @@ pub(super) async fn install(
     let client = env.clusters.get(&input.target.cluster).await?;
     let upgrade = manifests(&context)?;
     let mut applied = Vec::new();
-    for object in &upgrade.control_plane {
-        let mut object = object.clone();
-        annotate(&mut object, &context);
-        client.apply(&object, true).await?;
-        applied.push(describe(&object));
+    // Stage by stage (the manifests are in apply order), each stage's
+    // objects at once: istiod's rollout starts a few round trips after the
+    // install does, not after every object before it.
+    for stage in upgrade.control_plane.chunk_by(|a, b| apply_stage(a) == apply_stage(b)) {
+        let objects: Vec<Value> = stage
+            .iter()
+            .map(|object| {
+                let mut object = object.clone();
+                annotate(&mut object, &context);
+                object
+            })
+            .collect();
+        futures::future::try_join_all(objects.iter().map(|object| client.apply(object, true))).await?;
+        applied.extend(objects.iter().map(describe));
     }
     output(&InstallOutput { applied })
 }
