@@ -68,17 +68,25 @@ fn verify_names_a_record_whose_bytes_were_damaged_on_disk() {
     assert!(output.status.success(), "{stderr}");
 
     // Damage the payload of every stored copy of one record (sled keeps
-    // several; one of them is live), noting which record it is from its
-    // envelope header.
+    // several; one of them is live): the newest durable one, which the
+    // watermark names. (A flushed record at the end of its workflow, after
+    // the watermark's record in sled's log, is one `verify` names but an
+    // open lets through: RELIABILITY.md, "Not covered". Picking the last
+    // envelope in the file hit that case once in a few dozen runs.)
+    let watermark = ["watermark", "log/watermark"]
+        .iter()
+        .map(|name| data.join(name))
+        .find(|path| path.exists())
+        .expect("a watermark file");
+    let key = std::fs::read(&watermark).expect("read watermark")[..24].to_vec();
     let db = data.join("log").join("db");
     let mut bytes = std::fs::read(&db).expect("read db");
-    let at = bytes.windows(4).rposition(|window| window == b"CFEV").expect("an envelope");
-    let key = bytes[at + 10..at + 34].to_vec();
     let id = uuid_text(&key[..16]);
     let seq = u64::from_be_bytes(key[16..].try_into().expect("8 bytes"));
     let copies: Vec<usize> = (0..bytes.len() - 50)
         .filter(|&start| bytes[start..start + 4] == *b"CFEV" && bytes[start + 10..start + 34] == key[..])
         .collect();
+    assert!(!copies.is_empty(), "the watermark's record {id} {seq} is in the db file");
     for start in &copies {
         let payload_len = u32::from_be_bytes(bytes[start + 42..start + 46].try_into().expect("4 bytes")) as usize;
         let target = if payload_len > 0 { start + 50 } else { start + 40 };
