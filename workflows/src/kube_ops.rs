@@ -80,6 +80,14 @@ fn kubeconfig_files(cluster: &ClusterRef) -> Option<Vec<PathBuf>> {
     }
 }
 
+/// Where a cluster's kubeconfig comes from, for messages.
+fn kubeconfig_source(cluster: &ClusterRef) -> String {
+    cluster
+        .kubeconfig
+        .as_ref()
+        .map_or_else(|| "$KUBECONFIG or ~/.kube/config".to_string(), |path| path.display().to_string())
+}
+
 fn file_stamp(path: &Path) -> Option<FileStamp> {
     let metadata = std::fs::metadata(path).ok()?;
     Some((metadata.modified().ok()?, metadata.len()))
@@ -155,14 +163,14 @@ impl Clusters {
         {
             return Ok(parsed);
         }
-        let (kubeconfig, source) = match &cluster.kubeconfig {
-            Some(path) => (Kubeconfig::read_from(path), path.display().to_string()),
-            None => (Kubeconfig::read(), "$KUBECONFIG or ~/.kube/config".to_string()),
+        let kubeconfig = match &cluster.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path),
+            None => Kubeconfig::read(),
         };
         let parsed = Arc::new(kubeconfig.map_err(|err| {
             ActivityError::fatal(
                 "kubeconfig",
-                format!("cluster {}: cannot read the kubeconfig ({source}): {err}", cluster.name),
+                format!("cluster {}: cannot read the kubeconfig ({}): {err}", cluster.name, kubeconfig_source(cluster)),
             )
         })?);
         if let (Some(files), Some(stamps)) = (files, stamps) {
@@ -174,10 +182,7 @@ impl Clusters {
 
 /// Makes a client for the cluster's context in `kubeconfig`.
 async fn connect(cluster: &ClusterRef, kubeconfig: Arc<Kubeconfig>) -> Result<Client, ActivityError> {
-    let source = cluster
-        .kubeconfig
-        .as_ref()
-        .map_or_else(|| "$KUBECONFIG or ~/.kube/config".to_string(), |path| path.display().to_string());
+    let source = kubeconfig_source(cluster);
     if !kubeconfig.contexts.iter().any(|context| context.name == cluster.context) {
         let known: Vec<&str> = kubeconfig.contexts.iter().map(|context| context.name.as_str()).collect();
         return Err(ActivityError::fatal(

@@ -10,24 +10,23 @@ use crate::spec::{RevisionName, SpecError};
 /// Components whose objects are gateways: the gateways step handles them.
 const GATEWAY_COMPONENTS: [&str; 2] = ["IngressGateways", "EgressGateways"];
 
-/// Kinds in the order they are applied: identities and configuration
-/// first, then what runs, then the webhooks that send traffic to it.
-const APPLY_ORDER: [&str; 14] = [
-    "Namespace",
-    "ServiceAccount",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "Role",
-    "RoleBinding",
-    "ConfigMap",
-    "Service",
-    "Deployment",
-    "DaemonSet",
-    "PodDisruptionBudget",
-    "HorizontalPodAutoscaler",
-    "ValidatingWebhookConfiguration",
-    "MutatingWebhookConfiguration",
+/// Kinds in the stages they are applied in, each stage in order: namespaces
+/// first; identities, configuration and Services next; then what runs, so
+/// that its rollout starts as early as it can with all it needs already
+/// there; then what guards it; the webhooks that send traffic to it last.
+/// An install applies a stage's objects together, stages one after another.
+const APPLY_STAGES: [&[&str]; 5] = [
+    &["Namespace"],
+    &["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Service"],
+    &["Deployment", "DaemonSet"],
+    &["PodDisruptionBudget", "HorizontalPodAutoscaler"],
+    &["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"],
 ];
+
+/// Every kind of [`APPLY_STAGES`], in apply order.
+fn apply_order() -> impl Iterator<Item = &'static str> {
+    APPLY_STAGES.iter().flat_map(|stage| stage.iter().copied())
+}
 
 /// The manifests of the revision being installed.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,26 +109,21 @@ impl Manifests {
     }
 }
 
-/// The stage of an install in which `object` is applied: objects of one
-/// stage are applied together, stages one after another. Namespaces first;
-/// identities, configuration and Services next; then what runs, so that its
-/// rollout starts as early as it can with all it needs already there; then
-/// what guards it; the webhooks that send traffic to it last.
+/// The stage of [`APPLY_STAGES`] in which `object` is applied; an unknown
+/// kind goes last.
 #[must_use]
 pub fn apply_stage(object: &Value) -> usize {
-    match object.get("kind").and_then(Value::as_str).unwrap_or_default() {
-        "Namespace" => 0,
-        "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding" | "ConfigMap" | "Service" => 1,
-        "Deployment" | "DaemonSet" => 2,
-        "PodDisruptionBudget" | "HorizontalPodAutoscaler" => 3,
-        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => 4,
-        _ => 5,
-    }
+    let kind = kind_of(object);
+    APPLY_STAGES.iter().position(|stage| stage.contains(&kind)).unwrap_or(APPLY_STAGES.len())
 }
 
 fn order_of(object: &Value) -> usize {
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
-    APPLY_ORDER.iter().position(|k| *k == kind).unwrap_or(APPLY_ORDER.len())
+    let kind = kind_of(object);
+    apply_order().position(|k| k == kind).unwrap_or_else(|| apply_order().count())
+}
+
+fn kind_of(object: &Value) -> &str {
+    object.get("kind").and_then(Value::as_str).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -185,7 +179,7 @@ metadata: {{name: virtualservices.networking.istio.io}}
     #[test]
     fn stages_follow_the_apply_order_and_put_what_runs_after_what_it_needs() {
         let stage = |kind: &str| apply_stage(&serde_json::json!({"kind": kind}));
-        let stages: Vec<usize> = APPLY_ORDER.iter().map(|kind| stage(kind)).collect();
+        let stages: Vec<usize> = apply_order().map(stage).collect();
         assert!(stages.windows(2).all(|pair| pair[0] <= pair[1]), "stages never go back: {stages:?}");
         assert!(stage("Namespace") < stage("ServiceAccount"));
         assert!(stage("ConfigMap") < stage("Deployment") && stage("Service") < stage("Deployment"));
