@@ -95,8 +95,17 @@ struct ListBody<'a> {
     items: &'a [Arc<Value>],
 }
 
+/// The items of a typed list.
+struct ListItems<'a>(&'a [Arc<Value>]);
+
 /// An item of a typed list: the object without its kind and apiVersion.
 struct ListItem<'a>(&'a Value);
+
+impl Serialize for ListItems<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|item| ListItem(item)))
+    }
+}
 
 impl Serialize for ListBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -104,7 +113,7 @@ impl Serialize for ListBody<'_> {
         map.serialize_entry("kind", &format!("{}List", self.resource.kind))?;
         map.serialize_entry("apiVersion", &self.resource.api_version())?;
         map.serialize_entry("metadata", &self.metadata)?;
-        map.serialize_entry("items", &self.items.iter().map(|item| ListItem(item)).collect::<Vec<_>>())?;
+        map.serialize_entry("items", &ListItems(self.items))?;
         map.end()
     }
 }
@@ -112,12 +121,7 @@ impl Serialize for ListBody<'_> {
 impl Serialize for ListItem<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let Value::Object(fields) = self.0 else { return self.0.serialize(serializer) };
-        let kept = || fields.iter().filter(|(key, _)| !matches!(key.as_str(), "kind" | "apiVersion"));
-        let mut map = serializer.serialize_map(Some(kept().count()))?;
-        for (key, value) in kept() {
-            map.serialize_entry(key, value)?;
-        }
-        map.end()
+        serializer.collect_map(fields.iter().filter(|(key, _)| !matches!(key.as_str(), "kind" | "apiVersion")))
     }
 }
 
