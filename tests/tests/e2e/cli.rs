@@ -73,12 +73,7 @@ fn verify_names_a_record_whose_bytes_were_damaged_on_disk() {
     // the watermark's record in sled's log, is one `verify` names but an
     // open lets through: RELIABILITY.md, "Not covered". Picking the last
     // envelope in the file hit that case once in a few dozen runs.)
-    let watermark = ["watermark", "log/watermark"]
-        .iter()
-        .map(|name| data.join(name))
-        .find(|path| path.exists())
-        .expect("a watermark file");
-    let key = std::fs::read(&watermark).expect("read watermark")[..24].to_vec();
+    let key = std::fs::read(data.join("watermark")).expect("read the watermark")[..24].to_vec();
     let db = data.join("log").join("db");
     let mut bytes = std::fs::read(&db).expect("read db");
     let id = uuid_text(&key[..16]);
