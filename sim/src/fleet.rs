@@ -132,10 +132,12 @@ impl Fleet {
         for _ in &names {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.map_err(FleetError::Bind)?);
         }
-        // Seed as many clusters at once as there are cores: more only thrash
-        // the allocator and the caches.
-        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-        let slots = Arc::new(tokio::sync::Semaphore::new(cores));
+        // Seeded on the runtime's own threads, a cluster per task, as many
+        // at once as there are workers (nothing else runs yet). Not on
+        // blocking threads: the allocator gives each thread an arena of its
+        // own and reuses freed memory only within its arena, so objects
+        // seeded elsewhere were freed, as rollouts replaced them, where no
+        // worker allocates again, and every rollout took fresh memory.
         let mut seeding = tokio::task::JoinSet::new();
         for (index, name) in names.iter().enumerate() {
             let mut faults = config.faults.clone();
@@ -144,14 +146,7 @@ impl Fleet {
             let faults = Arc::new(Faults::new(faults, config.seed.wrapping_add(index as u64 + 1)));
             let cluster = Arc::new(Cluster::new(name, index, config.rollout_delay, faults));
             let (config, revision) = (config.clone(), revision.clone());
-            let slots = slots.clone();
-            seeding.spawn(async move {
-                let _slot = slots.acquire_owned().await.expect("never closed");
-                let name = cluster.name.clone();
-                tokio::task::spawn_blocking(move || seed(&cluster, &config, &revision).map(|()| (index, cluster)))
-                    .await
-                    .map_err(|err| FleetError::Seed { cluster: name, why: err.to_string() })?
-            });
+            seeding.spawn(async move { seed(&cluster, &config, &revision).map(|()| (index, cluster)) });
         }
         let mut clusters: Vec<Option<Arc<Cluster>>> = vec![None; names.len()];
         while let Some(joined) = seeding.join_next().await {
