@@ -8,6 +8,9 @@ use std::time::Duration;
 use canaryflow_engine::{Event, Scope, Signal};
 use canaryflow_sim::{FaultConfig, FleetConfig};
 use canaryflow_store::Status;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 use crate::upgrade_support::{ClusterState, SpecOptions, cluster_state, engine, revisions, seed_fleet, setup};
 
@@ -91,6 +94,63 @@ async fn the_tag_flow_moves_the_tag_not_the_namespace_labels() {
     assert_eq!(revisions(&after), BTreeSet::from([some("1-11-0")]));
     assert!(!after.deployments.contains_key("istio-system/istiod-1-10-0"));
     assert!(after.validation_served, "and the validation step fixed validation on the way");
+}
+
+/// Workloads change between planning and the move: one made since is
+/// restarted onto the new revision too, one deleted since is not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_restarts_a_workload_made_since_planning_and_skips_one_deleted() {
+    let setup = setup(seed_fleet(), &SpecOptions::default()).await;
+    let prepared = canaryflow_workflows::prepare(&setup.spec).await.expect("prepared");
+    let namespace = prepared.clusters[0].namespaces[0].clone();
+    let planned: Vec<String> = namespace.workloads.iter().map(|w| w.name.clone()).collect();
+    assert_eq!(planned.len(), 2, "{planned:?}");
+    let deployments: Api<Deployment> = Api::namespaced(setup.client.clone(), &namespace.name);
+    deployments.delete(&planned[0], &DeleteParams::default()).await.expect("delete");
+    let late: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "late-app", "labels": {"app": "late-app"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "late-app"}},
+            "template": {"metadata": {"labels": {"app": "late-app"}},
+                "spec": {"containers": [{"name": "app", "image": "registry.example.com/late-app:1.0"}]}}}
+    }))
+    .expect("deployment");
+    deployments.create(&PostParams::default(), &late).await.expect("create");
+    // Its pods run the old revision before the upgrade starts.
+    let pods: Api<Pod> = Api::namespaced(setup.client.clone(), &namespace.name);
+    let late_pods = ListParams::default().labels("app=late-app");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = pods.list(&late_pods).await.expect("pods");
+        if listed.items.len() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "late-app never got its pods");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(revisions(&cluster_state(&setup.client).await), BTreeSet::from([some("default")]));
+
+    let engine = engine(setup.dir.path());
+    let id = engine.start(prepared.workflow().expect("workflow")).await.expect("start");
+    let outcome = engine.run(id).await.expect("run");
+    assert_eq!(outcome.status, Status::Succeeded, "{outcome:?}");
+
+    let after = cluster_state(&setup.client).await;
+    assert_eq!(
+        after.pods[&namespace.name],
+        vec![(some("1-6-8"), some("1.6.8")); 4],
+        "late-app's pods and the remaining planned workload's are on 1-6-8"
+    );
+    let history = canaryflow_engine::load_history(engine.store(), id, None).expect("history");
+    let step = format!("prod-eu/move/{}", namespace.name);
+    let output = history
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::StepSucceeded(s) if s.step.as_str() == step => Some(s.output.as_str().to_string()),
+            _ => None,
+        })
+        .expect("the move succeeded");
+    assert!(output.contains("late-app"), "{output}");
+    assert!(output.contains(&planned[1]) && !output.contains(&format!("\"{}\"", planned[0])), "{output}");
 }
 
 /// Runs an upgrade and requests a rollback as soon as `step` succeeds;

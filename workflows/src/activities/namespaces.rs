@@ -61,8 +61,16 @@ pub(super) async fn move_namespace(
     // A re-run after a crash finds it moved already: what it was is what planning saw.
     let labels_before = if live_labels == moved { input.namespace.labels.clone() } else { live_labels };
     set_labels(&client, name, &moved).await?;
-    let restarted = workloads(&client, name).await?;
-    restart(&client, name, &restarted, &context.idempotency_key).await?;
+    // The workloads planning saw restart first; a listing then finds any
+    // made since, which restart too. Listing after, not before, puts every
+    // planned restart ahead of the listings in the cluster's queue of
+    // requests, so the cluster's last rollout starts sooner.
+    let planned = &input.namespace.workloads;
+    let mut restarted = restart(&client, name, planned, &context.idempotency_key).await?;
+    let unplanned: Vec<WorkloadRef> =
+        workloads(&client, name).await?.into_iter().filter(|workload| !planned.contains(workload)).collect();
+    restarted.extend(restart(&client, name, &unplanned, &context.idempotency_key).await?);
+    restarted.sort();
     wait_rollouts(&env, &client, name, &restarted, input.timeout_ms).await?;
     output(&MoveOutput { labels_before, restarted })
 }
@@ -309,25 +317,25 @@ async fn set_labels(client: &ClusterClient, namespace: &str, labels: &InjectionL
     Ok(())
 }
 
-/// Restarts workloads by setting the restart annotation to `token`.
+/// Restarts workloads by setting the restart annotation to `token`;
+/// returns those that exist (a workload gone since has nothing to restart).
 async fn restart(
     client: &ClusterClient,
     namespace: &str,
     workloads: &[WorkloadRef],
     token: &str,
-) -> Result<(), ActivityError> {
+) -> Result<Vec<WorkloadRef>, ActivityError> {
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: token}}}}});
     let params = params();
     // All of a namespace's rollouts start together, as `kubectl rollout
     // restart deployment -n NS` starts them; at most RESTARTS_AT_ONCE
-    // requests at a time. A workload gone since has nothing to restart
-    // (`patch_workload` is false).
+    // requests at a time, answered in order.
     let restarts: Vec<_> = workloads
         .iter()
         .map(|workload| patch_workload(&client.client, &workload.kind, namespace, &workload.name, &params, &patch))
         .collect();
-    futures::stream::iter(restarts).buffer_unordered(RESTARTS_AT_ONCE).try_collect::<Vec<bool>>().await?;
-    Ok(())
+    let found: Vec<bool> = futures::stream::iter(restarts).buffered(RESTARTS_AT_ONCE).try_collect().await?;
+    Ok(workloads.iter().zip(found).filter(|(_, found)| *found).map(|(workload, _)| workload.clone()).collect())
 }
 
 /// Waits until every workload's rollout is done.
