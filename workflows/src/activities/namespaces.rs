@@ -70,8 +70,8 @@ pub(super) async fn move_namespace(
     let unplanned: Vec<WorkloadRef> =
         workloads(&client, name).await?.into_iter().filter(|workload| !planned.contains(workload)).collect();
     restarted.extend(restart(&client, name, &unplanned, &context.idempotency_key).await?);
-    restarted.sort();
     wait_rollouts(&env, &client, name, &restarted, input.timeout_ms).await?;
+    restarted.sort();
     output(&MoveOutput { labels_before, restarted })
 }
 
@@ -338,7 +338,11 @@ async fn restart(
     Ok(workloads.iter().zip(found).filter(|(_, found)| *found).map(|(workload, _)| workload.clone()).collect())
 }
 
-/// Waits until every workload's rollout is done.
+/// Waits until every workload's rollout is done. `workloads` are in the
+/// order they were restarted: a poll reads the last one, due last; once it
+/// is done, the rest are read together, so that rollouts that finish
+/// together cost one round trip, not one per workload. A workload seen
+/// done is not read again.
 async fn wait_rollouts(
     env: &Env,
     client: &ClusterClient,
@@ -346,18 +350,50 @@ async fn wait_rollouts(
     workloads: &[WorkloadRef],
     timeout_ms: u64,
 ) -> Result<(), ActivityError> {
-    wait_for(&format!("rollouts in {namespace}"), Duration::from_millis(timeout_ms), env.settings.poll, || async {
-        for workload in workloads {
-            let Some(live) = get_workload(&client.client, &workload.kind, namespace, &workload.name).await? else {
-                continue;
-            };
-            if let Some(why) = rollout_done(&workload.kind, &live)? {
-                return Ok(Some(why));
+    let pending = std::sync::Mutex::new(workloads.to_vec());
+    let pending = &pending;
+    wait_for(&format!("rollouts in {namespace}"), Duration::from_millis(timeout_ms), env.settings.poll, || async move {
+        let last = pending.lock().expect("pending lock poisoned").last().cloned();
+        let Some(last) = last else { return Ok(None) };
+        if let Some(why) = rollout_state(client, namespace, &last).await? {
+            return Ok(Some(why));
+        }
+        let rest = {
+            let mut pending = pending.lock().expect("pending lock poisoned");
+            pending.pop();
+            pending.clone()
+        };
+        let reads = rest.into_iter().map(|workload| async move {
+            let why = rollout_state(client, namespace, &workload).await?;
+            Ok::<_, ActivityError>((workload, why))
+        });
+        let read: Vec<(WorkloadRef, Option<String>)> =
+            futures::stream::iter(reads).buffered(RESTARTS_AT_ONCE).try_collect().await?;
+        let mut why_not = None;
+        let mut still = Vec::new();
+        for (workload, why) in read {
+            if let Some(why) = why {
+                why_not.get_or_insert(why);
+                still.push(workload);
             }
         }
-        Ok(None)
+        *pending.lock().expect("pending lock poisoned") = still;
+        Ok(why_not)
     })
     .await
+}
+
+/// Why `workload`'s rollout is not done yet, or `None` if it is (or the
+/// workload is gone: nothing to wait for).
+async fn rollout_state(
+    client: &ClusterClient,
+    namespace: &str,
+    workload: &WorkloadRef,
+) -> Result<Option<String>, ActivityError> {
+    match get_workload(&client.client, &workload.kind, namespace, &workload.name).await? {
+        Some(live) => rollout_done(&workload.kind, &live),
+        None => Ok(None),
+    }
 }
 
 /// Clusters one health check reads at once (each one namespace at a time).
