@@ -35,7 +35,9 @@ pub const RESTART_ANNOTATION: &str = "canaryflow.io/restart";
 /// cluster's client bounds the requests of all its steps together
 /// (`REQUESTS_PER_CLUSTER_MAX`).
 const RESTARTS_AT_ONCE: usize = 10;
-/// Namespaces one `verify` reads at once.
+/// Namespaces of one cluster whose pods `verify` and the health gate read
+/// at once: each read waits its turn behind the one before, and a pod as
+/// JSON is large (a page of pods at most per read).
 const NAMESPACES_AT_ONCE: usize = 2;
 
 fn params() -> PatchParams {
@@ -193,18 +195,7 @@ pub(super) async fn verify(
     let client = env.clusters.get(&input.target.cluster).await?;
     let mut result = VerifyOutput::default();
     let mut wrong = Vec::new();
-    // A few namespaces' pods at a time: a pod as JSON is large, and a wave
-    // verifies all its clusters at once.
-    // (Owned futures: see `health`.)
-    let mut reads = futures::stream::iter(input.namespaces.iter().cloned().map(|namespace| {
-        let client = client.clone();
-        async move {
-            let pods = live_pods(&client, &namespace).await?;
-            Ok::<_, ActivityError>((namespace, pods))
-        }
-    }))
-    .buffered(NAMESPACES_AT_ONCE);
-    while let Some((namespace, pods)) = reads.try_next().await? {
+    for (namespace, pods) in pods_of(&client, &input.namespaces).await? {
         for pod in pods {
             let name = format!("{namespace}/{}", pod.name());
             let Some(injection) = injected_by(&pod) else { continue };
@@ -254,8 +245,8 @@ pub(super) async fn health(
                 let client = env.clusters.get(&target.cluster).await?;
                 let mut problems = Vec::new();
                 let mut pods = 0usize;
-                for namespace in &namespaces {
-                    for pod in live_pods(&client, namespace).await? {
+                for (namespace, live) in pods_of(&client, &namespaces).await? {
+                    for pod in live {
                         let Some(injection) = injected_by(&pod) else { continue };
                         pods += 1;
                         let name = format!("{namespace}/{}", pod.name());
@@ -398,6 +389,23 @@ async fn rollout_state(
 
 /// Clusters one health check reads at once (each one namespace at a time).
 const CLUSTERS_AT_ONCE: usize = 8;
+
+/// The pods of each of `namespaces` that are not being deleted, read
+/// [`NAMESPACES_AT_ONCE`] namespaces at a time.
+async fn pods_of(
+    client: &Arc<ClusterClient>,
+    namespaces: &[String],
+) -> Result<Vec<(String, Vec<PodView>)>, ActivityError> {
+    // Owned futures: see `health`.
+    let reads = namespaces.iter().cloned().map(|namespace| {
+        let client = client.clone();
+        async move {
+            let pods = live_pods(&client, &namespace).await?;
+            Ok::<_, ActivityError>((namespace, pods))
+        }
+    });
+    futures::stream::iter(reads).buffered(NAMESPACES_AT_ONCE).try_collect().await
+}
 
 /// Pods of a namespace that are not being deleted.
 async fn live_pods(client: &ClusterClient, namespace: &str) -> Result<Vec<PodView>, ActivityError> {
