@@ -52,6 +52,6 @@ pub use crate::envelope::{APPEND_RECORDS_MAX, NewRecord, RECORD_PAYLOAD_BYTES_MA
 pub use crate::error::{CorruptKind, Error, Result};
 pub use crate::group_commit::GroupCommit;
 pub use crate::raw_bench::{RawBenchConfig, RawBenchReport, raw_append_bench};
-pub use crate::store::{AppendReceipt, History, ListFilter, Store, WorkflowId};
+pub use crate::store::{AppendReceipt, History, ListFilter, Store, WorkflowId, open_sled};
 pub use crate::summary::{LABELS_COUNT_MAX, NAME_BYTES_MAX, Status, Summary, SummaryFields};
 pub use crate::verify::{Problem, VerifyReport};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::envelope::{self, NewRecord};
 use crate::error::{Error, Result};
 use crate::group_commit::GroupCommit;
-use crate::store::WorkflowId;
+use crate::store::{WorkflowId, open_sled};
 
 /// The write pattern to replay.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ pub fn raw_append_bench(path: &Path, config: &RawBenchConfig) -> Result<RawBench
             path.display()
         )));
     }
-    let db = sled::Config::new().path(path).flush_every_ms(None).open().map_err(|err| Error::Sled(err.to_string()))?;
+    let db = open_sled(path)?;
     let tree = db.open_tree("events").map_err(|err| Error::Sled(err.to_string()))?;
     let commit = Arc::new(GroupCommit::default());
     let next_workflow = Arc::new(AtomicU64::new(0));

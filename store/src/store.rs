@@ -113,11 +113,14 @@ impl ListFilter {
 /// How long to wait for sled's own file lock once ours is held.
 const SLED_LOCK_WAIT_MS_MAX: u64 = 5_000;
 
-/// Opens sled. We hold the data directory's lock already, so a sled lock
-/// still taken can only be a store of this process that was just dropped:
-/// sled lets go of its file a little after the last handle goes, from its
-/// own threads. Wait for that, bounded.
-fn open_sled(log_path: &Path) -> Result<sled::Db> {
+/// Opens the sled database at `log_path` as the store does: with its
+/// configuration, and waiting (bounded) for sled's own file lock. For the
+/// store, and for the raw benchmark and tests that look at a log behind
+/// its back. Within the store we hold the data directory's lock already,
+/// so a sled lock still taken can only be a store of this process that was
+/// just dropped: sled lets go of its file a little after the last handle
+/// goes, from its own threads.
+pub fn open_sled(log_path: &Path) -> Result<sled::Db> {
     let started = std::time::Instant::now();
     loop {
         // Every durable write is flushed explicitly (group commit); a

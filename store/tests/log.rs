@@ -378,23 +378,9 @@ fn verify_of_a_healthy_directory_is_clean() {
     assert!(store.is_some());
 }
 
-/// sled itself, behind the store's back, configured as the store opens it:
-/// without a background flusher. Like the store, it waits a moment for
-/// sled's file lock: sled's I/O threads can hold it briefly after the last
-/// handle of a store just closed is dropped.
+/// sled itself, behind the store's back, opened as the store opens it.
 fn raw_db(path: &Path) -> sled::Db {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::Config::new().path(path.join("log")).flush_every_ms(None).open() {
-            Err(sled::Error::Io(err))
-                if err.to_string().starts_with("could not acquire lock")
-                    && started.elapsed() < std::time::Duration::from_secs(5) =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            opened => return opened.expect("open sled directly"),
-        }
-    }
+    canaryflow_store::open_sled(&path.join("log")).expect("open sled directly")
 }
 
 fn key(id: WorkflowId, seq: u64) -> Vec<u8> {
