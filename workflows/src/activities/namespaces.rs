@@ -344,32 +344,17 @@ async fn wait_rollouts(
     let pending = std::sync::Mutex::new(workloads.to_vec());
     let pending = &pending;
     wait_for(&format!("rollouts in {namespace}"), Duration::from_millis(timeout_ms), env.settings.poll, || async move {
-        let last = pending.lock().expect("pending lock poisoned").last().cloned();
-        let Some(last) = last else { return Ok(None) };
-        if let Some(why) = rollout_state(client, namespace, &last).await? {
+        let waiting = pending.lock().expect("pending lock poisoned").clone();
+        let Some((last, rest)) = waiting.split_last() else { return Ok(None) };
+        if let Some(why) = rollout_state(client, namespace, last).await? {
             return Ok(Some(why));
         }
-        let rest = {
-            let mut pending = pending.lock().expect("pending lock poisoned");
-            pending.pop();
-            pending.clone()
-        };
-        let reads = rest.into_iter().map(|workload| async move {
-            let why = rollout_state(client, namespace, &workload).await?;
-            Ok::<_, ActivityError>((workload, why))
-        });
-        let read: Vec<(WorkloadRef, Option<String>)> =
-            futures::stream::iter(reads).buffered(RESTARTS_AT_ONCE).try_collect().await?;
-        let mut why_not = None;
-        let mut still = Vec::new();
-        for (workload, why) in read {
-            if let Some(why) = why {
-                why_not.get_or_insert(why);
-                still.push(workload);
-            }
-        }
-        *pending.lock().expect("pending lock poisoned") = still;
-        Ok(why_not)
+        // Owned futures: see `health`.
+        let reads = rest.iter().cloned().map(|w| async move { rollout_state(client, namespace, &w).await });
+        let states: Vec<Option<String>> = futures::stream::iter(reads).buffered(RESTARTS_AT_ONCE).try_collect().await?;
+        *pending.lock().expect("pending lock poisoned") =
+            rest.iter().zip(&states).filter(|(_, why)| why.is_some()).map(|(w, _)| w.clone()).collect();
+        Ok(states.into_iter().flatten().next())
     })
     .await
 }
@@ -387,7 +372,8 @@ async fn rollout_state(
     }
 }
 
-/// Clusters one health check reads at once (each one namespace at a time).
+/// Clusters one health check reads at once (each [`NAMESPACES_AT_ONCE`]
+/// namespaces at a time).
 const CLUSTERS_AT_ONCE: usize = 8;
 
 /// The pods of each of `namespaces` that are not being deleted, read
