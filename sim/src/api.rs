@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::cluster::{Cluster, EventType, PatchType, WatchEvent, WriteOptions};
 use crate::faults::FaultConfig;
@@ -122,6 +121,42 @@ impl Serialize for ListItem<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let Value::Object(fields) = self.0 else { return self.0.serialize(serializer) };
         serializer.collect_map(fields.iter().filter(|(key, _)| !matches!(key.as_str(), "kind" | "apiVersion")))
+    }
+}
+
+/// A stored object with its kind and apiVersion first, whether or not it
+/// holds them.
+struct Typed<'a> {
+    object: &'a Value,
+    api_version: &'a str,
+    kind: &'a str,
+}
+
+impl Serialize for Typed<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Value::Object(fields) = self.object else { return self.object.serialize(serializer) };
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("apiVersion", self.api_version)?;
+        map.serialize_entry("kind", self.kind)?;
+        for (key, value) in fields.iter().filter(|(key, _)| !matches!(key.as_str(), "kind" | "apiVersion")) {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// One line of a watch stream.
+struct WatchLine<'a> {
+    event_type: &'a str,
+    object: Typed<'a>,
+}
+
+impl Serialize for WatchLine<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("type", self.event_type)?;
+        map.serialize_entry("object", &self.object)?;
+        map.end()
     }
 }
 
@@ -373,11 +408,19 @@ impl Request<'_> {
             let mut headers = true;
             let mut last_rv = from.unwrap_or(0);
             let encode = |event_type: &str, object: &Value, headers: bool| -> Bytes {
-                let mut object = object.clone();
-                object["apiVersion"] = json!(api_version);
-                object["kind"] = json!(kind);
-                let object = if table { table::table(plural, [&object], 0, now, headers) } else { object };
-                Bytes::from(format!("{}\n", json!({"type": event_type, "object": object})))
+                let mut line = if table {
+                    let mut object = object.clone();
+                    object["apiVersion"] = json!(api_version);
+                    object["kind"] = json!(kind);
+                    let table = table::table(plural, [&object], 0, now, headers);
+                    serde_json::to_vec(&json!({"type": event_type, "object": table})).unwrap_or_default()
+                } else {
+                    // Written straight from the stored object, not a copy of it.
+                    let object = Typed { object, api_version: &api_version, kind };
+                    serde_json::to_vec(&WatchLine { event_type, object }).unwrap_or_default()
+                };
+                line.push(b'\n');
+                Bytes::from(line)
             };
             for event in initial {
                 if let Some((event_type, object)) = filter.view(&event) {
@@ -410,7 +453,7 @@ impl Request<'_> {
                         }
                     }
                     received = live.recv() => match received {
-                        Ok(event) => {
+                        Some(event) => {
                             last_rv = last_rv.max(event.resource_version);
                             if let Some((event_type, object)) = filter.view(&event)
                                 && sender.send(Ok(encode(event_type, object, headers))).await.is_err()
@@ -420,7 +463,7 @@ impl Request<'_> {
                             headers = false;
                         }
                         // Too slow to keep up, or the cluster is gone: end the stream; the client relists.
-                        Err(RecvError::Lagged(_) | RecvError::Closed) => return,
+                        None => return,
                     },
                 }
             }

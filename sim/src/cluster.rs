@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, mpsc};
 
 use crate::admission;
 use crate::apply::{self, ApplyError};
@@ -30,6 +30,9 @@ use crate::validate;
 const WATCH_HISTORY_COUNT_MAX: usize = 256;
 /// Watch events buffered per watcher before it is cut off (and relists).
 const WATCH_BUFFER_COUNT_MAX: usize = 8_192;
+/// Watches open at once on one cluster; more are refused with 429, as an
+/// API server under load refuses them.
+const WATCHERS_COUNT_MAX: usize = 4_096;
 
 /// Objects of one resource, by (namespace, name). Shared, so that a watch
 /// event, a list, or the controller holds an object without copying it;
@@ -63,7 +66,56 @@ pub struct WatchEvent {
 }
 
 /// The start of a watch: the events to send first, and the live feed.
-pub type WatchStart = (Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>);
+pub type WatchStart = (Vec<Arc<WatchEvent>>, mpsc::Receiver<Arc<WatchEvent>>);
+
+/// The open watches of a cluster, each with what it watches. A write is
+/// handed only to the watches of its resource (and namespace): a
+/// namespace's watch of Deployments is not woken by every pod of the
+/// cluster, as a real API server's watch cache dispatches by resource.
+#[derive(Debug, Default)]
+pub struct Watchers {
+    open: Mutex<Vec<Watcher>>,
+}
+
+#[derive(Debug)]
+struct Watcher {
+    resource: (&'static str, &'static str),
+    namespace: Option<String>,
+    sender: mpsc::Sender<Arc<WatchEvent>>,
+}
+
+impl Watchers {
+    /// A live feed of the writes to `resource` (in `namespace`, if given).
+    fn subscribe(
+        &self,
+        resource: (&'static str, &'static str),
+        namespace: Option<&str>,
+    ) -> Result<mpsc::Receiver<Arc<WatchEvent>>, ApiError> {
+        let mut open = self.open.lock().expect("watchers lock poisoned");
+        open.retain(|watcher| !watcher.sender.is_closed());
+        if open.len() >= WATCHERS_COUNT_MAX {
+            return Err(ApiError::too_many_requests());
+        }
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER_COUNT_MAX);
+        open.push(Watcher { resource, namespace: namespace.map(str::to_string), sender });
+        Ok(receiver)
+    }
+
+    /// Hands `event` to every watch of its resource and namespace. A watch
+    /// whose buffer is full is too slow to keep up: it is cut off (its
+    /// stream ends after what it has, and its client relists), as is one
+    /// whose client went away.
+    fn send(&self, event: &Arc<WatchEvent>) {
+        let mut open = self.open.lock().expect("watchers lock poisoned");
+        let namespace = object::namespace(&event.object);
+        open.retain(|watcher| {
+            if watcher.resource != event.resource || watcher.namespace.as_deref().is_some_and(|ns| ns != namespace) {
+                return !watcher.sender.is_closed();
+            }
+            watcher.sender.try_send(Arc::clone(event)).is_ok()
+        });
+    }
+}
 
 /// A workload the controller keeps rolled out: (plural, namespace, name).
 pub type WorkloadKey = (&'static str, String, String);
@@ -90,8 +142,9 @@ pub struct ControllerState {
     pub due: BTreeMap<Instant, BTreeSet<WorkloadKey>>,
     /// Each workload's template hash, by (uid, generation).
     pub template_hashes: HashMap<WorkloadKey, (String, u64, String)>,
-    /// How many times every workload was marked (the proxies' istiod
-    /// changed): a reconcile during which this moves is looked at again.
+    /// How many times workloads were marked from outside a look (every
+    /// workload, or the proxies of an istiod that came or went): a
+    /// reconcile during which this moves is looked at again.
     pub all_marked_count: u64,
 }
 
@@ -176,13 +229,7 @@ impl State {
 
     /// Stores (or, with `None`, removes) an object and records the event.
     /// Everything that writes goes through here.
-    pub fn commit(
-        &mut self,
-        events: &broadcast::Sender<Arc<WatchEvent>>,
-        resource: &ResourceType,
-        new: Option<Value>,
-        key: (String, String),
-    ) {
+    pub fn commit(&mut self, events: &Watchers, resource: &ResourceType, new: Option<Value>, key: (String, String)) {
         self.resource_version += 1;
         let rv = json!(self.resource_version.to_string());
         let recording = self.recording;
@@ -214,9 +261,15 @@ impl State {
         if proxies_may_change {
             let connected = admission::connected_services(self);
             if connected != self.connected_services {
-                self.connected_services = connected;
+                let before = std::mem::replace(&mut self.connected_services, connected);
                 if recording {
-                    self.mark_all_workloads();
+                    let changed: Vec<String> = before
+                        .iter()
+                        .filter(|service| !self.connected_services.contains(service))
+                        .chain(self.connected_services.iter().filter(|service| !before.contains(service)))
+                        .cloned()
+                        .collect();
+                    self.mark_proxies_of(&changed);
                 }
             }
         }
@@ -234,7 +287,7 @@ impl State {
                     self.history_from = dropped.resource_version;
                 }
             }
-            let _ = events.send(event);
+            events.send(&event);
         }
     }
 
@@ -251,6 +304,23 @@ impl State {
             }
             _ => {}
         }
+    }
+
+    /// Marks for the controller the workloads whose proxies talk to one of
+    /// `services` (their readiness follows that Service's istiod), and
+    /// every rollout in progress (one whose admission failed, its injector
+    /// down, tries again). Every other workload's pods stay as they are: a
+    /// new revision's istiod coming up, or an old one going once every
+    /// proxy has left it, sends the controller over no workload.
+    pub(crate) fn mark_proxies_of(&mut self, services: &[String]) {
+        self.controller.all_marked_count += 1;
+        let mut marked: Vec<WorkloadKey> = self
+            .all("", "pods")
+            .filter(|pod| admission::proxy_service(pod).is_some_and(|service| services.contains(&service)))
+            .filter_map(owner_of)
+            .collect();
+        marked.extend(self.controller.rollouts.keys().cloned());
+        self.controller.dirty.extend(marked);
     }
 
     /// Marks every workload for the controller.
@@ -351,7 +421,7 @@ pub struct Cluster {
     /// Its name (the kubeconfig context).
     pub name: String,
     state: Mutex<State>,
-    events: broadcast::Sender<Arc<WatchEvent>>,
+    events: Watchers,
     /// Its faults, switchable while it runs.
     pub faults: Arc<Faults>,
     /// How long a rollout takes before its new pods start.
@@ -364,7 +434,7 @@ impl Cluster {
     /// An empty cluster.
     #[must_use]
     pub fn new(name: &str, index: usize, rollout_delay: Duration, faults: Arc<Faults>) -> Self {
-        let (events, _) = broadcast::channel(WATCH_BUFFER_COUNT_MAX);
+        let events = Watchers::default();
         let state = State { index, ..State::default() };
         Self { name: name.into(), state: Mutex::new(state), events, faults, rollout_delay, wake: Notify::new() }
     }
@@ -374,9 +444,9 @@ impl Cluster {
         self.state.lock().expect("cluster state lock poisoned")
     }
 
-    /// The event channel.
+    /// The open watches, which every write is handed to.
     #[must_use]
-    pub fn events(&self) -> &broadcast::Sender<Arc<WatchEvent>> {
+    pub fn events(&self) -> &Watchers {
         &self.events
     }
 
@@ -700,7 +770,7 @@ impl Cluster {
         from: Option<u64>,
     ) -> Result<WatchStart, ApiError> {
         let state = self.lock();
-        let receiver = self.events.subscribe();
+        let receiver = self.events.subscribe(resource.storage_key(), namespace)?;
         let initial = match from.filter(|rv| *rv > 0) {
             None => state
                 .store(resource.group, resource.plural)
@@ -928,5 +998,49 @@ fn apply_error(resource: &ResourceType, name: &str, err: ApplyError) -> ApiError
     match err {
         ApplyError::Conflicts(conflicts) => ApiError::apply_conflict(resource, name, &conflicts),
         ApplyError::Invalid(why) => ApiError::invalid(resource, name, &[("patch".into(), why)]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(resource: (&'static str, &'static str), namespace: &str, resource_version: u64) -> Arc<WatchEvent> {
+        Arc::new(WatchEvent {
+            resource_version,
+            resource,
+            kind: EventType::Added,
+            object: Arc::new(json!({"metadata": {"name": "x", "namespace": namespace}})),
+            old: None,
+        })
+    }
+
+    /// A write reaches only the watches of its resource and namespace; a
+    /// watch too slow to keep up is cut off after what it has.
+    #[test]
+    fn writes_reach_the_watches_of_their_resource_and_namespace() {
+        const DEPLOYMENTS: (&str, &str) = ("apps", "deployments");
+        let watchers = Watchers::default();
+        let mut shop = watchers.subscribe(DEPLOYMENTS, Some("shop")).expect("subscribed");
+        let mut everywhere = watchers.subscribe(DEPLOYMENTS, None).expect("subscribed");
+        let mut pods = watchers.subscribe(("", "pods"), Some("shop")).expect("subscribed");
+        watchers.send(&event(DEPLOYMENTS, "shop", 1));
+        watchers.send(&event(DEPLOYMENTS, "bank", 2));
+        watchers.send(&event(("", "pods"), "bank", 3));
+        let versions = |receiver: &mut mpsc::Receiver<Arc<WatchEvent>>| {
+            std::iter::from_fn(|| receiver.try_recv().ok()).map(|e| e.resource_version).collect::<Vec<_>>()
+        };
+        assert_eq!(versions(&mut shop), [1]);
+        assert_eq!(versions(&mut everywhere), [1, 2]);
+        assert_eq!(versions(&mut pods), Vec::<u64>::new());
+
+        for rv in 0..=WATCH_BUFFER_COUNT_MAX as u64 {
+            watchers.send(&event(DEPLOYMENTS, "shop", 10 + rv));
+        }
+        assert_eq!(versions(&mut shop).len(), WATCH_BUFFER_COUNT_MAX, "a full buffer is kept");
+        assert!(shop.is_closed(), "and then the watch is cut off");
+        drop(everywhere);
+        watchers.send(&event(DEPLOYMENTS, "shop", 1_000_000));
+        assert_eq!(watchers.open.lock().expect("lock").len(), 1, "closed watches are let go: only the pods' is left");
     }
 }

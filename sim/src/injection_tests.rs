@@ -327,3 +327,46 @@ fn the_marks_of_injection_follow_the_version() {
         assert_eq!(proxy["image"], json!(format!("docker.io/istio/proxyv2:{version}")));
     }
 }
+
+/// When an istiod comes or goes, the controller looks at the workloads
+/// whose proxies talk to it, not at every workload: a new revision coming
+/// up changes no running pod, and the old one going away takes its
+/// proxies' readiness with it.
+#[test]
+fn an_istiod_coming_or_going_marks_only_the_workloads_of_its_proxies() {
+    let cluster = cluster(&[("default", "1.10.0")], &[]);
+    for (namespace, labels) in [("shop", json!({"istio-injection": "enabled"})), ("plain", json!({}))] {
+        create(
+            &cluster,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}}),
+        )
+        .expect("namespace");
+        create(&cluster, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": namespace},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}}))
+        .expect("deployment");
+    }
+    let mut state = cluster.lock();
+    controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
+    assert!(state.controller.dirty.is_empty());
+    let web = |namespace: &str| ("deployments", namespace.to_string(), "web".to_string());
+    state.mark_proxies_of(&["istiod-canary".to_string()]);
+    assert!(
+        state.controller.dirty.is_empty(),
+        "no proxy talks to a new revision's istiod: {:?}",
+        state.controller.dirty
+    );
+    state.mark_proxies_of(&["istiod".to_string()]);
+    assert!(state.controller.dirty.contains(&web("shop")), "shop's proxies talk to istiod");
+    assert!(!state.controller.dirty.contains(&web("plain")), "plain has no proxy");
+    controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
+
+    // The old istiod goes: shop's pods lose their readiness, plain's keep theirs.
+    let deployments = resources::find("apps", "v1", "deployments").expect("served");
+    cluster.remove(&mut state, deployments, "istio-system", "istiod");
+    controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
+    let ready =
+        |namespace: &str| state.in_namespace("", "pods", namespace).map(admission::pod_ready).collect::<Vec<_>>();
+    assert_eq!(ready("shop"), [false]);
+    assert_eq!(ready("plain"), [true]);
+}
