@@ -339,7 +339,7 @@ pub struct BenchFleetArgs {
     /// How long every rollout takes in the simulator (istiod, gateways, workloads).
     #[arg(long, default_value = "5s")]
     pub rollout_delay: String,
-    /// How often the upgrade's waits look again.
+    /// How often the upgrade's waits that are not watched look again (rollouts are watched).
     #[arg(long, default_value = "100ms")]
     pub poll: String,
     /// Keep the spec, the fleet's log and the event log here (default: a temporary folder, removed).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use canaryflow_engine::ActivityError;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use kube::api::{Api, DeleteParams, DynamicObject, GetParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, WatchEvent};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{Discovery, Scope};
 use kube::{Client, Config, Resource};
@@ -459,7 +459,7 @@ fn workload_path(kind: &str, namespace: &str) -> String {
 }
 
 /// The fields of a workload that [`rollout_done`] reads.
-#[derive(Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 struct RolloutView {
     #[serde(default)]
     metadata: RolloutMeta,
@@ -469,28 +469,181 @@ struct RolloutView {
     status: Value,
 }
 
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 struct RolloutMeta {
     name: Option<String>,
     generation: Option<i64>,
 }
 
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 struct RolloutSpec {
     replicas: Option<i64>,
 }
 
-/// Reads what one workload's rollout status needs, as JSON.
-pub async fn get_workload(
+/// A list of workloads, as [`wait_rollouts`] reads it.
+#[derive(Deserialize)]
+struct RolloutList {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Vec<RolloutView>,
+}
+
+#[derive(Default, Deserialize)]
+struct ListMeta {
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<String>,
+}
+
+/// How long one watch of [`wait_rollouts`] stays open before a fresh list
+/// and watch: under the client's read timeout (30 s), so that a quiet
+/// watch is ended by the server, not cut by the client.
+const WATCH_SECONDS_MAX: u64 = 25;
+
+/// Workloads of one kind in one namespace, waited for by [`wait_rollouts`].
+#[derive(Debug, Clone, Copy)]
+pub struct Rollouts<'a> {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: &'a str,
+    /// Their namespace.
+    pub namespace: &'a str,
+    /// Their names.
+    pub names: &'a [String],
+}
+
+/// Waits until every rollout of `rollouts` is done (or its workload is
+/// gone), as `kubectl rollout status` does: a list, then a watch from the
+/// list's resourceVersion, so that a rollout's end is seen as the server
+/// reports it, with no request per look. A watch that ends (its time is up,
+/// 410 Gone, the server cut it off) is followed by a fresh list; a read
+/// that fails for a retryable reason is tried again after `retry_pause`.
+/// A failed rollout (its progress deadline passed) fails the wait at once;
+/// `timeout` fails it with what was still awaited.
+pub async fn wait_rollouts(
     client: &Client,
-    kind: &str,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<Value>, ActivityError> {
-    let doing = format!("read {kind} {namespace}/{name}");
-    let request = kube::core::Request::new(workload_path(kind, namespace)).get(name, &GetParams::default());
-    let view: Option<RolloutView> = request_slim(client, request, &doing).await?;
-    Ok(view.map(to_json))
+    rollouts: Rollouts<'_>,
+    timeout: Duration,
+    retry_pause: Duration,
+) -> Result<(), ActivityError> {
+    let Rollouts { kind, namespace, names } = rollouts;
+    let deadline = Instant::now() + timeout;
+    // Why each workload is not done yet, by name.
+    let mut pending: HashMap<String, String> =
+        names.iter().map(|name| (name.clone(), format!("{kind} {name}: not read yet"))).collect();
+    loop {
+        let last_error = match list_and_watch(client, rollouts, &mut pending, deadline).await {
+            Ok(()) => None,
+            Err(err) if err.retryable => Some(err.message),
+            Err(err) => return Err(err),
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let mut waiting: Vec<&String> = pending.values().collect();
+            waiting.sort();
+            let why = last_error.as_ref().or(waiting.first().copied()).map_or("", String::as_str);
+            return Err(ActivityError::fatal(
+                "timeout",
+                format!("rollouts in {namespace}: not done after {} s: {why}", timeout.as_secs()),
+            ));
+        }
+        if last_error.is_some() {
+            tokio::time::sleep(retry_pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+}
+
+/// One list and one watch of [`wait_rollouts`]; `Ok` when the watch ended
+/// or nothing is pending any more.
+async fn list_and_watch(
+    client: &Client,
+    rollouts: Rollouts<'_>,
+    pending: &mut HashMap<String, String>,
+    deadline: Instant,
+) -> Result<(), ActivityError> {
+    use futures::TryStreamExt;
+    let Rollouts { kind, namespace, .. } = rollouts;
+    let request = kube::core::Request::new(workload_path(kind, namespace));
+    // One workload: only its own events, as kubectl's field selector does.
+    let fields = match rollouts.names {
+        [name] => Some(format!("metadata.name={name}")),
+        _ => None,
+    };
+    let mut list_params = ListParams::default();
+    list_params.field_selector.clone_from(&fields);
+    let doing = format!("list {kind}s in {namespace}");
+    let list: RolloutList = request_slim(client, request.list(&list_params), &doing)
+        .await?
+        .unwrap_or(RolloutList { metadata: ListMeta::default(), items: Vec::new() });
+    let mut listed: HashMap<String, RolloutView> =
+        list.items.into_iter().filter_map(|view| Some((view.metadata.name.clone()?, view))).collect();
+    let names: Vec<String> = pending.keys().cloned().collect();
+    for name in names {
+        match listed.remove(&name) {
+            Some(view) => note_rollout(kind, view, pending)?,
+            None => {
+                pending.remove(&name);
+            }
+        }
+    }
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let seconds = deadline.saturating_duration_since(Instant::now()).as_secs().clamp(1, WATCH_SECONDS_MAX);
+    let watch_params = kube::api::WatchParams {
+        field_selector: fields,
+        timeout: Some(u32::try_from(seconds).expect("at most WATCH_SECONDS_MAX")),
+        bookmarks: true,
+        ..kube::api::WatchParams::default()
+    };
+    let resource_version = list.metadata.resource_version.unwrap_or_else(|| "0".into());
+    let doing = format!("watch {kind}s in {namespace}");
+    let request = request
+        .watch(&watch_params, &resource_version)
+        .map_err(|err| ActivityError::fatal("invalid", format!("{doing}: {err}")))?;
+    let events = client.request_events::<RolloutView>(request).await.map_err(|err| kube_error(&doing, err))?;
+    futures::pin_mut!(events);
+    while let Some(event) = events.try_next().await.map_err(|err| kube_error(&doing, err))? {
+        match event {
+            WatchEvent::Added(view) | WatchEvent::Modified(view) => note_rollout(kind, view, pending)?,
+            WatchEvent::Deleted(view) => {
+                if let Some(name) = &view.metadata.name {
+                    pending.remove(name);
+                }
+            }
+            WatchEvent::Bookmark(_) => {}
+            // 410: the list is too old to watch from; a fresh list follows.
+            WatchEvent::Error(status) if status.code == 410 => return Ok(()),
+            WatchEvent::Error(status) => {
+                return Err(ActivityError::retryable(
+                    "server",
+                    format!("{doing}: {} ({})", status.message, status.code),
+                ));
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Records what one look at a pending workload says.
+fn note_rollout(kind: &str, view: RolloutView, pending: &mut HashMap<String, String>) -> Result<(), ActivityError> {
+    let Some(name) = view.metadata.name.clone() else { return Ok(()) };
+    if !pending.contains_key(&name) {
+        return Ok(());
+    }
+    match rollout_done(kind, &to_json(view))? {
+        None => {
+            pending.remove(&name);
+        }
+        Some(why) => {
+            pending.insert(name, why);
+        }
+    }
+    Ok(())
 }
 
 /// The names of a namespace's workloads of `kind`.

@@ -261,7 +261,7 @@ fn text(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  simulator: every rollout takes {} ms; the upgrade polls every {} ms; fleet started in {:.1} s (own process)",
+        "  simulator: every rollout takes {} ms; the upgrade watches rollouts (other waits look every {} ms); fleet started in {:.1} s (own process)",
         report.rollout_delay_ms, report.poll_ms, report.fleet_start_seconds
     );
     let _ =

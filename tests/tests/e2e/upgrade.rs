@@ -12,7 +12,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
-use crate::upgrade_support::{ClusterState, SpecOptions, cluster_state, engine, revisions, seed_fleet, setup};
+use crate::upgrade_support::{
+    ClusterState, SpecOptions, cluster_state, engine, engine_polling, revisions, seed_fleet, setup,
+};
 
 fn some(text: &str) -> Option<String> {
     Some(text.to_string())
@@ -151,6 +153,23 @@ async fn a_move_restarts_a_workload_made_since_planning_and_skips_one_deleted() 
         .expect("the move succeeded");
     assert!(output.contains("late-app"), "{output}");
     assert!(output.contains(&planned[1]) && !output.contains(&format!("\"{}\"", planned[0])), "{output}");
+}
+
+/// Every rollout wait (istiod, the gateway, each namespace's workloads)
+/// sees its rollout end as the cluster reports it, by watch: with waits
+/// that would look again only after a minute, the upgrade still takes
+/// about its rollouts' time. One poll anywhere would take a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_waits_watch_and_do_not_wait_for_the_next_poll() {
+    let setup = setup(seed_fleet(), &SpecOptions::default()).await;
+    let prepared = canaryflow_workflows::prepare(&setup.spec).await.expect("prepared");
+    let engine = engine_polling(setup.dir.path(), Duration::from_secs(60));
+    let started = tokio::time::Instant::now();
+    let id = engine.start(prepared.workflow().expect("workflow")).await.expect("start");
+    let outcome = engine.run(id).await.expect("run");
+    assert_eq!(outcome.status, Status::Succeeded, "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}: a wait polled", started.elapsed());
+    assert_eq!(revisions(&cluster_state(&setup.client).await), BTreeSet::from([some("1-6-8")]));
 }
 
 /// Runs an upgrade and requests a rollback as soon as `step` succeeds;

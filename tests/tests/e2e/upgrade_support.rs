@@ -107,12 +107,14 @@ spec:
 
 /// An engine on a fresh data directory in `dir`, with the upgrade's activities.
 pub fn engine(dir: &Path) -> Engine {
+    engine_polling(dir, Duration::from_millis(20))
+}
+
+/// [`engine`], with waits that look again every `poll`.
+pub fn engine_polling(dir: &Path, poll: Duration) -> Engine {
     let store = Store::open(&dir.join("data"), OpenMode::CreateIfMissing).expect("store");
     let mut registry = Registry::new();
-    canaryflow_workflows::register_all(
-        &mut registry,
-        canaryflow_workflows::Settings { poll: Duration::from_millis(20) },
-    );
+    canaryflow_workflows::register_all(&mut registry, canaryflow_workflows::Settings { poll });
     Engine::new(store, registry, EngineConfig::default())
 }
 

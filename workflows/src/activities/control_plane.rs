@@ -17,7 +17,7 @@ use crate::inputs::{
     WaitInput,
 };
 use crate::istio::{ISTIO_NAMESPACE, UNINSTALL_KINDS, injected_by, uninstall_selector};
-use crate::kube_ops::{clean, describe, kube_error, list_pods, namespace_names, rollout_done, to_json, wait_for};
+use crate::kube_ops::{self, clean, describe, kube_error, list_pods, namespace_names, rollout_done, to_json, wait_for};
 use crate::manifests::apply_stage;
 
 /// Re-checks at run time what planning checked: the cluster may have changed since.
@@ -116,6 +116,11 @@ pub(super) async fn wait(
     let deployments: Api<Deployment> = Api::namespaced(client.client.clone(), ISTIO_NAMESPACE);
     let services: Api<Service> = Api::namespaced(client.client.clone(), ISTIO_NAMESPACE);
     let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.client.clone());
+    // The rollout first, watched; then one look at all of it, again until it holds.
+    let names = [istiod.clone()];
+    let rollout = kube_ops::Rollouts { kind: "Deployment", namespace: ISTIO_NAMESPACE, names: &names };
+    kube_ops::wait_rollouts(&client.client, rollout, Duration::from_millis(input.timeout_ms), env.settings.poll)
+        .await?;
     wait_for(
         &format!("revision {to}'s control plane"),
         Duration::from_millis(input.timeout_ms),
@@ -283,6 +288,10 @@ pub(super) async fn reinstall(
     }
     let istiod = input.target.from.istiod();
     let deployments: Api<Deployment> = Api::namespaced(client.client.clone(), ISTIO_NAMESPACE);
+    let names = [istiod.clone()];
+    let rollout = kube_ops::Rollouts { kind: "Deployment", namespace: ISTIO_NAMESPACE, names: &names };
+    kube_ops::wait_rollouts(&client.client, rollout, Duration::from_millis(input.timeout_ms), env.settings.poll)
+        .await?;
     wait_for(
         &format!("revision {} back", input.target.from),
         Duration::from_millis(input.timeout_ms),

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{Env, forward_output, manifests, output};
 use crate::inputs::{GatewayPlan, GatewaysInput, GatewaysOutput};
 use crate::istio::{PodView, gateway_revision, injected_by};
-use crate::kube_ops::{ClusterClient, FIELD_MANAGER, clean, kube_error, rollout_done, to_json, wait_for};
+use crate::kube_ops::{self, ClusterClient, FIELD_MANAGER, clean, kube_error, rollout_done, to_json, wait_for};
 
 /// Upgrades every gateway: with the new revision's gateway manifests when
 /// they render it, else by setting `istio.io/rev` on its pod template.
@@ -112,6 +112,10 @@ async fn wait_for_gateway(
     let deployments: Api<Deployment> = Api::namespaced(client.client.clone(), &gateway.namespace);
     let pods: Api<Pod> = Api::namespaced(client.client.clone(), &gateway.namespace);
     let what = format!("gateway {}/{} on revision {revision}", gateway.namespace, gateway.name);
+    // The rollout first, watched; then its pods, again until they are all on `revision`.
+    let names = [gateway.name.clone()];
+    let rollout = kube_ops::Rollouts { kind: "Deployment", namespace: &gateway.namespace, names: &names };
+    kube_ops::wait_rollouts(&client.client, rollout, Duration::from_millis(timeout_ms), env.settings.poll).await?;
     wait_for(&what, Duration::from_millis(timeout_ms), env.settings.poll, || async {
         let Some(deployment) = deployments
             .get_opt(&gateway.name)

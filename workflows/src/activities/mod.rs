@@ -20,7 +20,9 @@ use crate::plan::activity;
 /// How activities behave, set by whoever runs them (not recorded).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// How often waits look again.
+    /// How often a wait looks again where it does not watch (an istiod's
+    /// Service and webhook, a gateway's pods), and the pause before a
+    /// failed read is tried again. Rollouts are watched, not polled.
     pub poll: Duration,
 }
 

@@ -21,10 +21,7 @@ use crate::inputs::{
     VerifyOutput, WorkloadRef,
 };
 use crate::istio::{PodView, injected_by};
-use crate::kube_ops::{
-    ClusterClient, FIELD_MANAGER, clean, get_workload, kube_error, list_pods, patch_workload, rollout_done, to_json,
-    wait_for,
-};
+use crate::kube_ops::{self, ClusterClient, FIELD_MANAGER, clean, kube_error, list_pods, patch_workload, to_json};
 
 /// The pod-template annotation that restarts a workload. Its value is the
 /// step's idempotency key: a re-run sets the same value, which changes
@@ -329,11 +326,8 @@ async fn restart(
     Ok(workloads.iter().zip(found).filter(|(_, found)| *found).map(|(workload, _)| workload.clone()).collect())
 }
 
-/// Waits until every workload's rollout is done. `workloads` are in the
-/// order they were restarted: a poll reads the last one, due last; once it
-/// is done, the rest are read together, so that rollouts that finish
-/// together cost one round trip, not one per workload. A workload seen
-/// done is not read again.
+/// Waits until every workload's rollout is done, watching each kind of
+/// them in the namespace (see [`kube_ops::wait_rollouts`]).
 async fn wait_rollouts(
     env: &Env,
     client: &ClusterClient,
@@ -341,35 +335,17 @@ async fn wait_rollouts(
     workloads: &[WorkloadRef],
     timeout_ms: u64,
 ) -> Result<(), ActivityError> {
-    let pending = std::sync::Mutex::new(workloads.to_vec());
-    let pending = &pending;
-    wait_for(&format!("rollouts in {namespace}"), Duration::from_millis(timeout_ms), env.settings.poll, || async move {
-        let waiting = pending.lock().expect("pending lock poisoned").clone();
-        let Some((last, rest)) = waiting.split_last() else { return Ok(None) };
-        if let Some(why) = rollout_state(client, namespace, last).await? {
-            return Ok(Some(why));
-        }
-        // Owned futures: see `health`.
-        let reads = rest.iter().cloned().map(|w| async move { rollout_state(client, namespace, &w).await });
-        let states: Vec<Option<String>> = futures::stream::iter(reads).buffered(RESTARTS_AT_ONCE).try_collect().await?;
-        *pending.lock().expect("pending lock poisoned") =
-            rest.iter().zip(&states).filter(|(_, why)| why.is_some()).map(|(w, _)| w.clone()).collect();
-        Ok(states.into_iter().flatten().next())
-    })
-    .await
-}
-
-/// Why `workload`'s rollout is not done yet, or `None` if it is (or the
-/// workload is gone: nothing to wait for).
-async fn rollout_state(
-    client: &ClusterClient,
-    namespace: &str,
-    workload: &WorkloadRef,
-) -> Result<Option<String>, ActivityError> {
-    match get_workload(&client.client, &workload.kind, namespace, &workload.name).await? {
-        Some(live) => rollout_done(&workload.kind, &live),
-        None => Ok(None),
+    let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for workload in workloads {
+        by_kind.entry(workload.kind.as_str()).or_default().push(workload.name.clone());
     }
+    let timeout = Duration::from_millis(timeout_ms);
+    let waits = by_kind.iter().map(|(kind, names)| {
+        let rollouts = kube_ops::Rollouts { kind, namespace, names };
+        kube_ops::wait_rollouts(&client.client, rollouts, timeout, env.settings.poll)
+    });
+    futures::future::try_join_all(waits).await?;
+    Ok(())
 }
 
 /// Clusters one health check reads at once (each [`NAMESPACES_AT_ONCE`]
