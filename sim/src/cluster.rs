@@ -252,7 +252,8 @@ impl State {
             None => {
                 let Some(mut removed) = store.remove(&key) else { return };
                 // A deletion has a resourceVersion of its own; copies the
-                // object only if a watch event still holds it.
+                // object only if a watch event still holds it. (It is no
+                // longer stored: no list writes it again.)
                 object::metadata_mut(Arc::make_mut(&mut removed)).insert("resourceVersion".into(), rv);
                 (EventType::Deleted, Facts::of(&removed), Some(removed), None)
             }
@@ -422,6 +423,8 @@ pub struct Cluster {
     pub name: String,
     state: Mutex<State>,
     events: Watchers,
+    /// The JSON of list items as last written.
+    pub items_written: crate::api::ItemsWritten,
     /// Its faults, switchable while it runs.
     pub faults: Arc<Faults>,
     /// How long a rollout takes before its new pods start.
@@ -436,7 +439,15 @@ impl Cluster {
     pub fn new(name: &str, index: usize, rollout_delay: Duration, faults: Arc<Faults>) -> Self {
         let events = Watchers::default();
         let state = State { index, ..State::default() };
-        Self { name: name.into(), state: Mutex::new(state), events, faults, rollout_delay, wake: Notify::new() }
+        Self {
+            name: name.into(),
+            state: Mutex::new(state),
+            events,
+            items_written: crate::api::ItemsWritten::default(),
+            faults,
+            rollout_delay,
+            wake: Notify::new(),
+        }
     }
 
     /// The state, locked.
@@ -631,7 +642,11 @@ impl Cluster {
                     .get_mut(&resource.storage_key())
                     .and_then(|o| o.get_mut(&(namespace.to_string(), name.to_string())))
                 {
-                    object::metadata_mut(Arc::make_mut(stored)).insert("managedFields".into(), fields.clone());
+                    // A new object, not a change in place: a stored object
+                    // never changes (lists keep its JSON while it lives).
+                    let mut with_fields = Value::clone(stored);
+                    object::metadata_mut(&mut with_fields).insert("managedFields".into(), fields.clone());
+                    *stored = Arc::new(with_fields);
                 }
             }
         }
