@@ -252,8 +252,7 @@ impl State {
             None => {
                 let Some(mut removed) = store.remove(&key) else { return };
                 // A deletion has a resourceVersion of its own; copies the
-                // object only if a watch event still holds it. (It is no
-                // longer stored: no list writes it again.)
+                // object only if a watch event still holds it.
                 object::metadata_mut(Arc::make_mut(&mut removed)).insert("resourceVersion".into(), rv);
                 (EventType::Deleted, Facts::of(&removed), Some(removed), None)
             }
@@ -642,11 +641,7 @@ impl Cluster {
                     .get_mut(&resource.storage_key())
                     .and_then(|o| o.get_mut(&(namespace.to_string(), name.to_string())))
                 {
-                    // A new object, not a change in place: a stored object
-                    // never changes (lists keep its JSON while it lives).
-                    let mut with_fields = Value::clone(stored);
-                    object::metadata_mut(&mut with_fields).insert("managedFields".into(), fields.clone());
-                    *stored = Arc::new(with_fields);
+                    object::metadata_mut(Arc::make_mut(stored)).insert("managedFields".into(), fields.clone());
                 }
             }
         }
