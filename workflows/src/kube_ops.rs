@@ -509,6 +509,10 @@ pub struct Rollouts<'a> {
     pub namespace: &'a str,
     /// Their names.
     pub names: &'a [String],
+    /// Whether a workload that is not there (or goes) is done: yes for a
+    /// namespace's workloads (nothing to wait for), no for istiod or a
+    /// gateway (waited for until it is there and rolled out).
+    pub gone_is_done: bool,
 }
 
 /// Waits until every rollout of `rollouts` is done (or its workload is
@@ -525,7 +529,7 @@ pub async fn wait_rollouts(
     timeout: Duration,
     retry_pause: Duration,
 ) -> Result<(), ActivityError> {
-    let Rollouts { kind, namespace, names } = rollouts;
+    let Rollouts { kind, namespace, names, .. } = rollouts;
     let deadline = Instant::now() + timeout;
     // Why each workload is not done yet, by name.
     let mut pending: HashMap<String, String> =
@@ -582,9 +586,7 @@ async fn list_and_watch(
     for name in names {
         match listed.remove(&name) {
             Some(view) => note_rollout(kind, view, pending)?,
-            None => {
-                pending.remove(&name);
-            }
+            None => note_gone(rollouts, &name, pending),
         }
     }
     if pending.is_empty() {
@@ -609,7 +611,7 @@ async fn list_and_watch(
             WatchEvent::Added(view) | WatchEvent::Modified(view) => note_rollout(kind, view, pending)?,
             WatchEvent::Deleted(view) => {
                 if let Some(name) = &view.metadata.name {
-                    pending.remove(name);
+                    note_gone(rollouts, name, pending);
                 }
             }
             WatchEvent::Bookmark(_) => {}
@@ -627,6 +629,15 @@ async fn list_and_watch(
         }
     }
     Ok(())
+}
+
+/// Records that a pending workload is not there.
+fn note_gone(rollouts: Rollouts<'_>, name: &str, pending: &mut HashMap<String, String>) {
+    if rollouts.gone_is_done {
+        pending.remove(name);
+    } else if let Some(why) = pending.get_mut(name) {
+        *why = format!("{} {name} does not exist", rollouts.kind);
+    }
 }
 
 /// Records what one look at a pending workload says.
@@ -740,6 +751,17 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_workload_not_there_is_done_only_where_gone_is_done() {
+        let names = ["web".to_string()];
+        for (gone_is_done, left) in [(true, None), (false, Some("Deployment web does not exist"))] {
+            let rollouts = Rollouts { kind: "Deployment", namespace: "shop", names: &names, gone_is_done };
+            let mut pending = HashMap::from([("web".to_string(), "not read yet".to_string())]);
+            note_gone(rollouts, "web", &mut pending);
+            assert_eq!(pending.get("web").map(String::as_str), left, "gone_is_done: {gone_is_done}");
+        }
+    }
 
     #[test]
     fn only_a_plain_http_server_without_a_ca_goes_without_the_trust_store() {

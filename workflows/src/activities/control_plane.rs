@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use canaryflow_engine::{ActivityContext, ActivityError, ActivityOutput};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
@@ -17,7 +16,9 @@ use crate::inputs::{
     WaitInput,
 };
 use crate::istio::{ISTIO_NAMESPACE, UNINSTALL_KINDS, injected_by, uninstall_selector};
-use crate::kube_ops::{self, clean, describe, kube_error, list_pods, namespace_names, rollout_done, to_json, wait_for};
+use crate::kube_ops::{
+    self, ClusterClient, clean, describe, kube_error, list_pods, namespace_names, to_json, wait_for,
+};
 use crate::manifests::apply_stage;
 
 /// Re-checks at run time what planning checked: the cluster may have changed since.
@@ -113,29 +114,15 @@ pub(super) async fn wait(
     let client = env.clusters.get(&input.target.cluster).await?;
     let to = &input.target.to;
     let (istiod, injector) = (to.istiod(), to.injector());
-    let deployments: Api<Deployment> = Api::namespaced(client.client.clone(), ISTIO_NAMESPACE);
     let services: Api<Service> = Api::namespaced(client.client.clone(), ISTIO_NAMESPACE);
     let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.client.clone());
-    // The rollout first, watched; then one look at all of it, again until it holds.
-    let names = [istiod.clone()];
-    let rollout = kube_ops::Rollouts { kind: "Deployment", namespace: ISTIO_NAMESPACE, names: &names };
-    kube_ops::wait_rollouts(&client.client, rollout, Duration::from_millis(input.timeout_ms), env.settings.poll)
-        .await?;
+    // The Deployment's rollout, watched; then its Service and webhook.
+    wait_istiod(&env, &client, &istiod, input.timeout_ms).await?;
     wait_for(
         &format!("revision {to}'s control plane"),
         Duration::from_millis(input.timeout_ms),
         env.settings.poll,
         || async {
-            let Some(deployment) = deployments
-                .get_opt(&istiod)
-                .await
-                .map_err(|err| kube_error(&format!("read Deployment {istiod}"), err))?
-            else {
-                return Ok(Some(format!("Deployment {istiod} does not exist")));
-            };
-            if let Some(why) = rollout_done("Deployment", &to_json(deployment))? {
-                return Ok(Some(why));
-            }
             let Some(service) =
                 services.get_opt(&istiod).await.map_err(|err| kube_error(&format!("read Service {istiod}"), err))?
             else {
@@ -286,23 +273,14 @@ pub(super) async fn reinstall(
     for object in snapshot.objects.iter().rev() {
         client.apply(object, true).await?;
     }
-    let istiod = input.target.from.istiod();
-    let deployments: Api<Deployment> = Api::namespaced(client.client.clone(), ISTIO_NAMESPACE);
-    let names = [istiod.clone()];
-    let rollout = kube_ops::Rollouts { kind: "Deployment", namespace: ISTIO_NAMESPACE, names: &names };
-    kube_ops::wait_rollouts(&client.client, rollout, Duration::from_millis(input.timeout_ms), env.settings.poll)
-        .await?;
-    wait_for(
-        &format!("revision {} back", input.target.from),
-        Duration::from_millis(input.timeout_ms),
-        env.settings.poll,
-        || async {
-            match deployments.get_opt(&istiod).await.map_err(|err| kube_error(&format!("read {istiod}"), err))? {
-                Some(deployment) => rollout_done("Deployment", &to_json(deployment)),
-                None => Ok(Some(format!("Deployment {istiod} does not exist"))),
-            }
-        },
-    )
-    .await?;
+    wait_istiod(&env, &client, &input.target.from.istiod(), input.timeout_ms).await?;
     output(&json!({"reapplied": snapshot.objects.len()}))
+}
+
+/// Waits until Deployment `istiod` is there and rolled out (watched).
+async fn wait_istiod(env: &Env, client: &ClusterClient, istiod: &str, timeout_ms: u64) -> Result<(), ActivityError> {
+    let names = [istiod.to_string()];
+    let rollout =
+        kube_ops::Rollouts { kind: "Deployment", namespace: ISTIO_NAMESPACE, names: &names, gone_is_done: false };
+    kube_ops::wait_rollouts(&client.client, rollout, Duration::from_millis(timeout_ms), env.settings.poll).await
 }

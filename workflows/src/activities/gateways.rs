@@ -114,7 +114,8 @@ async fn wait_for_gateway(
     let what = format!("gateway {}/{} on revision {revision}", gateway.namespace, gateway.name);
     // The rollout first, watched; then its pods, again until they are all on `revision`.
     let names = [gateway.name.clone()];
-    let rollout = kube_ops::Rollouts { kind: "Deployment", namespace: &gateway.namespace, names: &names };
+    let rollout =
+        kube_ops::Rollouts { kind: "Deployment", namespace: &gateway.namespace, names: &names, gone_is_done: false };
     kube_ops::wait_rollouts(&client.client, rollout, Duration::from_millis(timeout_ms), env.settings.poll).await?;
     wait_for(&what, Duration::from_millis(timeout_ms), env.settings.poll, || async {
         let Some(deployment) = deployments

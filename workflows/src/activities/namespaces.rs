@@ -341,7 +341,7 @@ async fn wait_rollouts(
     }
     let timeout = Duration::from_millis(timeout_ms);
     let waits = by_kind.iter().map(|(kind, names)| {
-        let rollouts = kube_ops::Rollouts { kind, namespace, names };
+        let rollouts = kube_ops::Rollouts { kind, namespace, names, gone_is_done: true };
         kube_ops::wait_rollouts(&client.client, rollouts, timeout, env.settings.poll)
     });
     futures::future::try_join_all(waits).await?;
