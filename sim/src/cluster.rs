@@ -26,8 +26,11 @@ use crate::validate;
 /// (older ones get 410 and relist, as from a real API server's watch
 /// cache, which keeps 100 per resource by default). Each event holds its
 /// object and the one before: at 2,048 the history kept a cluster's whole
-/// upgrade alive, and a 100-cluster fleet grew by 300 to 500 MB a wave.
-const WATCH_HISTORY_COUNT_MAX: usize = 256;
+/// upgrade alive, and a 100-cluster fleet grew by 300 to 500 MB a wave; at
+/// 256 it still grew by 120 MB a wave, every page of it faulted in while
+/// the wave's restarts came in. A watch starts from a list a few events
+/// old, so 128 is ample.
+const WATCH_HISTORY_COUNT_MAX: usize = 128;
 /// Watch events buffered per watcher before it is cut off (and relists).
 const WATCH_BUFFER_COUNT_MAX: usize = 8_192;
 /// Watches open at once on one cluster; more are refused with 429, as an
@@ -146,6 +149,10 @@ pub struct ControllerState {
     /// workload, or the proxies of an istiod that came or went): a
     /// reconcile during which this moves is looked at again.
     pub all_marked_count: u64,
+    /// The `readiness_epoch` and crash fault at which each workload's pods
+    /// last had their readiness brought in line: a look at the same
+    /// again, having written no pod, leaves them as they are.
+    pub readiness_settled: HashMap<WorkloadKey, (u64, bool)>,
 }
 
 /// A cluster's objects and history.
@@ -164,6 +171,10 @@ pub struct State {
     /// The istio-system Services with a ready pod behind them, kept as
     /// those change: every proxy's readiness is looked up here.
     connected_services: Vec<String>,
+    /// Moves whenever what a pod's readiness follows may have changed
+    /// outside the controller: `connected_services`, or a pod written
+    /// through the API.
+    readiness_epoch: u64,
     /// The controller's memory.
     pub controller: ControllerState,
 }
@@ -185,6 +196,12 @@ impl State {
         self.store(group, plural)
             .into_iter()
             .flat_map(move |objects| objects.range(range.clone()).map(|(_, object)| object.as_ref()))
+    }
+
+    /// See `readiness_epoch`.
+    #[must_use]
+    pub fn readiness_epoch(&self) -> u64 {
+        self.readiness_epoch
     }
 
     /// Whether istio-system Service `name` has a ready pod behind it.
@@ -261,6 +278,7 @@ impl State {
         if proxies_may_change {
             let connected = admission::connected_services(self);
             if connected != self.connected_services {
+                self.readiness_epoch += 1;
                 let before = std::mem::replace(&mut self.connected_services, connected);
                 if recording {
                     let changed: Vec<String> = before
@@ -537,6 +555,9 @@ impl Cluster {
         self.initialize(&mut state, &mut object, resource);
         apply::record_update(None, &mut object, &options.manager, &object::rfc3339(self.now_seconds()));
         if !options.dry_run {
+            if resource.plural == "pods" {
+                state.readiness_epoch += 1;
+            }
             state.commit(&self.events, resource, Some(object.clone()), (namespace.to_string(), name));
             object::metadata_mut(&mut object)
                 .insert("resourceVersion".into(), json!(state.resource_version().to_string()));
@@ -691,6 +712,9 @@ impl Cluster {
             return Ok(stamped(Arc::clone(old), resource));
         }
         let key = (namespace, name);
+        if resource.plural == "pods" {
+            state.readiness_epoch += 1;
+        }
         state.commit(&self.events, resource, Some(object), key.clone());
         self.wake.notify_one();
         // The answer is the object as stored: shared, not copied.

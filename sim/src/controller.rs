@@ -91,6 +91,7 @@ fn reconcile_once(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: 
     let Some(workload) = state.get_shared("apps", plural, namespace, name).cloned() else {
         state.controller.rollouts.remove(key);
         state.controller.template_hashes.remove(key);
+        state.controller.readiness_settled.remove(key);
         return;
     };
     let hash = cached_template_hash(state, key, &workload);
@@ -109,6 +110,7 @@ fn reconcile_once(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: 
     let stuck = cluster.faults.rollout_stuck(namespace, name);
     let mut failure = None;
     let rolling = state.controller.rollouts.get(key).copied();
+    let written_before = state.resource_version();
     match rolling {
         Some(rollout) if now >= rollout.due && !stuck => {
             match replace_pods(cluster, state, &workload, resource, &hash, replicas) {
@@ -136,7 +138,14 @@ fn reconcile_once(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: 
         }
     }
     let crash = cluster.faults.crash_looping(namespace, name);
-    update_pod_readiness(cluster, state, &workload, crash);
+    // Readiness follows the connected istiods and the crash fault; pods
+    // this look made start out right for both, but one crash-looping
+    // still needs its container state.
+    let settled = (state.readiness_epoch(), crash);
+    if state.resource_version() != written_before || state.controller.readiness_settled.get(key) != Some(&settled) {
+        update_pod_readiness(cluster, state, &workload, crash);
+        state.controller.readiness_settled.insert(key.clone(), settled);
+    }
     let rollout = state.controller.rollouts.get(key).copied();
     write_status(cluster, state, resource, &workload, &hash, replicas, generation, rollout, failure, now);
 }

@@ -370,3 +370,45 @@ fn an_istiod_coming_or_going_marks_only_the_workloads_of_its_proxies() {
     assert_eq!(ready("shop"), [false]);
     assert_eq!(ready("plain"), [true]);
 }
+
+/// A workload's pods are brought in line with what their readiness
+/// follows (the istiods up, the crash fault) when that changes; a look at
+/// the workload that finds it unchanged writes nothing.
+#[test]
+fn pod_readiness_follows_the_crash_fault_and_the_istiod_and_nothing_else() {
+    let cluster = cluster(&[("default", "1.10.0")], &[]);
+    create(
+        &cluster,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}}),
+    )
+    .expect("namespace");
+    create(&cluster, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}}))
+    .expect("deployment");
+    let mut state = cluster.lock();
+    let look_again = |state: &mut crate::cluster::State| {
+        state.mark_all_workloads();
+        controller::reconcile_pending(&cluster, state, std::time::Instant::now());
+    };
+    look_again(&mut state);
+    let ready = |state: &crate::cluster::State| {
+        state.in_namespace("", "pods", "shop").map(admission::pod_ready).collect::<Vec<_>>()
+    };
+    assert_eq!(ready(&state), [true, true]);
+    let written = state.resource_version();
+    look_again(&mut state);
+    assert_eq!(state.resource_version(), written, "nothing changed, nothing written");
+
+    cluster.faults.update(|config| config.crash_looping = vec!["shop/web".into()]);
+    look_again(&mut state);
+    assert_eq!(ready(&state), [false, false], "crash-looping");
+    cluster.faults.update(|config| config.crash_looping.clear());
+    look_again(&mut state);
+    assert_eq!(ready(&state), [true, true], "no longer crash-looping");
+
+    let deployments = resources::find("apps", "v1", "deployments").expect("served");
+    cluster.remove(&mut state, deployments, "istio-system", "istiod");
+    controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
+    assert_eq!(ready(&state), [false, false], "their istiod is gone");
+}
