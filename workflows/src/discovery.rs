@@ -288,7 +288,9 @@ async fn namespaces(client: &ClusterClient, spec: &UpgradeSpec) -> Result<Vec<Na
             continue;
         }
         let workloads = workloads(client, &name).await?;
-        out.push(NamespacePlan { name, labels: injection_labels(&namespace), workloads });
+        let resource_version =
+            namespace.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        out.push(NamespacePlan { name, labels: injection_labels(&namespace), workloads, resource_version });
     }
     if out.is_empty() {
         let what = match (&spec.namespaces.selector, spec.namespaces.names.is_empty()) {

@@ -58,6 +58,11 @@ pub struct NamespacePlan {
     pub labels: InjectionLabels,
     /// Its workloads.
     pub workloads: Vec<WorkloadRef>,
+    /// Its resourceVersion when planned. The move's relabel names it as a
+    /// precondition (`kubectl label --resource-version`): while nothing
+    /// changed since, the labels are known without reading them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
 }
 
 /// A gateway Deployment and how it was before the upgrade.

@@ -9,8 +9,8 @@ use canaryflow_engine::{Event, Scope, Signal};
 use canaryflow_sim::{FaultConfig, FleetConfig};
 use canaryflow_store::Status;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use crate::upgrade_support::{
     ClusterState, SpecOptions, cluster_state, engine, engine_polling, revisions, seed_fleet, setup,
@@ -153,6 +153,46 @@ async fn a_move_restarts_a_workload_made_since_planning_and_skips_one_deleted() 
         .expect("the move succeeded");
     assert!(output.contains("late-app"), "{output}");
     assert!(output.contains(&planned[1]) && !output.contains(&format!("\"{}\"", planned[0])), "{output}");
+}
+
+/// A namespace relabelled between planning and the move: the move's
+/// relabel, made on the condition that nothing changed since planning,
+/// is refused, so the move reads the namespace and records the labels it
+/// had then (which a rollback puts back), not those planning saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_changed_since_planning_records_the_labels_it_had_at_the_move() {
+    let setup = setup(seed_fleet(), &SpecOptions::default()).await;
+    let prepared = canaryflow_workflows::prepare(&setup.spec).await.expect("prepared");
+    let namespace = prepared.clusters[0].namespaces[0].clone();
+    assert_eq!(namespace.labels.istio_injection.as_deref(), Some("enabled"), "{namespace:?}");
+    assert!(namespace.resource_version.is_some(), "planning records the namespace's resourceVersion");
+    let namespaces: Api<Namespace> = Api::all(setup.client.clone());
+    let relabel = serde_json::json!({"metadata": {"labels": {"istio-injection": null, "istio.io/rev": "default"}}});
+    namespaces.patch(&namespace.name, &PatchParams::default(), &Patch::Merge(&relabel)).await.expect("relabel");
+
+    let engine = engine(setup.dir.path());
+    let id = engine.start(prepared.workflow().expect("workflow")).await.expect("start");
+    let outcome = engine.run(id).await.expect("run");
+    assert_eq!(outcome.status, Status::Succeeded, "{outcome:?}");
+
+    let history = canaryflow_engine::load_history(engine.store(), id, None).expect("history");
+    let step = format!("prod-eu/move/{}", namespace.name);
+    let output: serde_json::Value = history
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::StepSucceeded(s) if s.step.as_str() == step => serde_json::from_str(s.output.as_str()).ok(),
+            _ => None,
+        })
+        .expect("the move succeeded");
+    assert_eq!(
+        output["labels_before"],
+        serde_json::json!({"istio_injection": null, "istio_rev": "default"}),
+        "{output}"
+    );
+    let moved = namespaces.get(&namespace.name).await.expect("namespace");
+    let labels = moved.metadata.labels.unwrap_or_default();
+    assert_eq!(labels.get("istio.io/rev").map(String::as_str), Some("1-6-8"), "{labels:?}");
+    assert!(!labels.contains_key("istio-injection"), "{labels:?}");
 }
 
 /// Every rollout wait (istiod, the gateway, each namespace's workloads)

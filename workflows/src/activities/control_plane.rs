@@ -28,7 +28,13 @@ pub(super) async fn precheck(
     input: PrecheckInput,
 ) -> Result<ActivityOutput, ActivityError> {
     let client = env.clusters.get(&input.target.cluster).await?;
-    let from_version = check_revisions(&client, &input.target.from, &input.target.to).await?;
+    // Independent reads, at once: the next wave's install waits on them.
+    let (from_version, (), existing) = futures::future::try_join3(
+        check_revisions(&client, &input.target.from, &input.target.to),
+        check_permissions(&client),
+        namespace_names(&client.client),
+    )
+    .await?;
     if from_version != input.from_version {
         let (from, planned) = (&input.target.from, &input.from_version);
         return Err(ActivityError::fatal(
@@ -37,8 +43,6 @@ pub(super) async fn precheck(
         ));
     }
     check_skew(&from_version, &input.target.to_version)?;
-    check_permissions(&client).await?;
-    let existing = namespace_names(&client.client).await?;
     if let Some(gone) = input.namespaces.iter().find(|name| !existing.contains(name)) {
         return Err(ActivityError::fatal(
             "precondition",

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use super::{Env, decode, forward_output, output};
 use crate::discovery::workloads;
 use crate::inputs::{
-    HealthInput, InjectionLabels, MoveInput, MoveOutput, MoveTagInput, MoveTagOutput, Target, VerifyInput,
-    VerifyOutput, WorkloadRef,
+    HealthInput, InjectionLabels, MoveInput, MoveOutput, MoveTagInput, MoveTagOutput, NamespacePlan, Target,
+    VerifyInput, VerifyOutput, WorkloadRef,
 };
 use crate::istio::{PodView, injected_by};
 use crate::kube_ops::{self, ClusterClient, FIELD_MANAGER, clean, kube_error, list_pods, patch_workload, to_json};
@@ -33,9 +33,11 @@ pub const RESTART_ANNOTATION: &str = "canaryflow.io/restart";
 /// (`REQUESTS_PER_CLUSTER_MAX`).
 const RESTARTS_AT_ONCE: usize = 10;
 /// Namespaces of one cluster whose pods `verify` and the health gate read
-/// at once: each read waits its turn behind the one before, and a pod as
-/// JSON is large (a page of pods at most per read).
-const NAMESPACES_AT_ONCE: usize = 2;
+/// at once. Each read is a page of pods at most (`PODS_PER_PAGE`), so
+/// with `CLUSTERS_AT_ONCE` this bounds the pods in flight to 16 x 4
+/// pages; reads one after another are what a wave's last cluster waits
+/// on while every other cluster reads too.
+const NAMESPACES_AT_ONCE: usize = 4;
 
 fn params() -> PatchParams {
     PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() }
@@ -49,26 +51,16 @@ pub(super) async fn move_namespace(
 ) -> Result<ActivityOutput, ActivityError> {
     let client = env.clusters.get(&input.target.cluster).await?;
     let name = &input.namespace.name;
-    let namespaces: Api<Namespace> = Api::all(client.client.clone());
-    let Some(live) =
-        namespaces.get_opt(name).await.map_err(|err| kube_error(&format!("read namespace {name}"), err))?
-    else {
-        return Err(ActivityError::fatal("precondition", format!("namespace {name} no longer exists")));
-    };
-    let live_labels = labels_of(&to_json(live));
     let moved = InjectionLabels { istio_injection: None, istio_rev: Some(input.target.to.0.clone()) };
-    // A re-run after a crash finds it moved already: what it was is what planning saw.
-    let labels_before = if live_labels == moved { input.namespace.labels.clone() } else { live_labels };
-    set_labels(&client, name, &moved).await?;
-    // The workloads planning saw restart first; a listing then finds any
-    // made since, which restart too. Listing after, not before, puts every
-    // planned restart ahead of the listings in the cluster's queue of
-    // requests, so the cluster's last rollout starts sooner.
+    let labels_before = relabel(&client, &input.namespace, &moved).await?;
+    // What planning saw restarts, and what a listing now finds made since:
+    // a workload made after the relabel gets the new revision's proxy
+    // without a restart. (The listing reads objects unchanged since
+    // planning, which the cluster answers from what it has kept.)
     let planned = &input.namespace.workloads;
-    let mut restarted = restart(&client, name, planned, &context.idempotency_key).await?;
-    let unplanned: Vec<WorkloadRef> =
-        workloads(&client, name).await?.into_iter().filter(|workload| !planned.contains(workload)).collect();
-    restarted.extend(restart(&client, name, &unplanned, &context.idempotency_key).await?);
+    let mut to_restart = planned.clone();
+    to_restart.extend(workloads(&client, name).await?.into_iter().filter(|workload| !planned.contains(workload)));
+    let mut restarted = restart(&client, name, &to_restart, &context.idempotency_key).await?;
     wait_rollouts(&env, &client, name, &restarted, input.timeout_ms).await?;
     restarted.sort();
     output(&MoveOutput { labels_before, restarted })
@@ -294,10 +286,58 @@ fn labels_of(namespace: &Value) -> InjectionLabels {
     InjectionLabels { istio_injection: label("istio-injection"), istio_rev: label("istio.io/rev") }
 }
 
+/// Moves a namespace's labels to `moved`; returns the labels it had.
+/// Unchanged since planning, it is relabelled in one request (the planned
+/// resourceVersion as precondition); else, or on a conflict, it is read
+/// first. A re-run after a crash finds it moved already (a conflict, then
+/// the moved labels): what it had is what planning saw.
+async fn relabel(
+    client: &ClusterClient,
+    planned: &NamespacePlan,
+    moved: &InjectionLabels,
+) -> Result<InjectionLabels, ActivityError> {
+    let name = &planned.name;
+    if let Some(resource_version) = &planned.resource_version {
+        match set_labels_if(client, name, moved, Some(resource_version)).await {
+            Ok(()) => return Ok(planned.labels.clone()),
+            Err(err) if err.class == "conflict" => {}
+            Err(err) if err.class == "not-found" => return Err(gone(name)),
+            Err(err) => return Err(err),
+        }
+    }
+    let namespaces: Api<Namespace> = Api::all(client.client.clone());
+    let Some(live) =
+        namespaces.get_opt(name).await.map_err(|err| kube_error(&format!("read namespace {name}"), err))?
+    else {
+        return Err(gone(name));
+    };
+    let live_labels = labels_of(&to_json(live));
+    let labels_before = if &live_labels == moved { planned.labels.clone() } else { live_labels };
+    set_labels(client, name, moved).await?;
+    Ok(labels_before)
+}
+
+fn gone(namespace: &str) -> ActivityError {
+    ActivityError::fatal("precondition", format!("namespace {namespace} no longer exists"))
+}
+
 /// Sets (or removes) both injection labels, as `kubectl label` would: one merge patch.
 async fn set_labels(client: &ClusterClient, namespace: &str, labels: &InjectionLabels) -> Result<(), ActivityError> {
-    let patch =
+    set_labels_if(client, namespace, labels, None).await
+}
+
+/// `set_labels`, only while the namespace is at `resource_version` (409 otherwise).
+async fn set_labels_if(
+    client: &ClusterClient,
+    namespace: &str,
+    labels: &InjectionLabels,
+    resource_version: Option<&str>,
+) -> Result<(), ActivityError> {
+    let mut patch =
         json!({"metadata": {"labels": {"istio-injection": labels.istio_injection, "istio.io/rev": labels.istio_rev}}});
+    if let Some(resource_version) = resource_version {
+        patch["metadata"]["resourceVersion"] = json!(resource_version);
+    }
     let api: Api<Namespace> = Api::all(client.client.clone());
     api.patch(namespace, &params(), &Patch::Merge(&patch))
         .await
@@ -350,7 +390,7 @@ async fn wait_rollouts(
 
 /// Clusters one health check reads at once (each [`NAMESPACES_AT_ONCE`]
 /// namespaces at a time).
-const CLUSTERS_AT_ONCE: usize = 8;
+const CLUSTERS_AT_ONCE: usize = 16;
 
 /// The pods of each of `namespaces` that are not being deleted, read
 /// [`NAMESPACES_AT_ONCE`] namespaces at a time.
