@@ -53,10 +53,9 @@ pub(super) async fn move_namespace(
     let name = &input.namespace.name;
     let moved = InjectionLabels { istio_injection: None, istio_rev: Some(input.target.to.0.clone()) };
     let labels_before = relabel(&client, &input.namespace, &moved).await?;
-    // What planning saw restarts, and what a listing now finds made since:
-    // a workload made after the relabel gets the new revision's proxy
-    // without a restart. (The listing reads objects unchanged since
-    // planning, which the cluster answers from what it has kept.)
+    // What planning saw restarts, and what a listing now finds made since.
+    // Listing after the relabel is enough: a workload made after it gets
+    // the new revision's proxy without a restart.
     let planned = &input.namespace.workloads;
     let mut to_restart = planned.clone();
     to_restart.extend(workloads(&client, name).await?.into_iter().filter(|workload| !planned.contains(workload)));
