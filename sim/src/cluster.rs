@@ -150,8 +150,8 @@ pub struct ControllerState {
     /// reconcile during which this moves is looked at again.
     pub all_marked_count: u64,
     /// The `readiness_epoch` and crash fault at which each workload's pods
-    /// last had their readiness brought in line: a look at the same
-    /// again, having written no pod, leaves them as they are.
+    /// last had their readiness brought in line: a look at the same again
+    /// leaves them as they are.
     pub readiness_settled: HashMap<WorkloadKey, (u64, bool)>,
 }
 
@@ -171,9 +171,9 @@ pub struct State {
     /// The istio-system Services with a ready pod behind them, kept as
     /// those change: every proxy's readiness is looked up here.
     connected_services: Vec<String>,
-    /// Moves whenever what a pod's readiness follows may have changed
-    /// outside the controller: `connected_services`, or a pod written
-    /// through the API.
+    /// Moves whenever a pod is written (by anyone) or
+    /// `connected_services` changes: a workload whose pods were brought in
+    /// line with their readiness at this epoch needs no second look.
     readiness_epoch: u64,
     /// The controller's memory.
     pub controller: ControllerState,
@@ -275,6 +275,9 @@ impl State {
             }
         };
         self.note_change(resource, &facts);
+        if resource.plural == "pods" {
+            self.readiness_epoch += 1;
+        }
         if proxies_may_change {
             let connected = admission::connected_services(self);
             if connected != self.connected_services {
@@ -555,9 +558,6 @@ impl Cluster {
         self.initialize(&mut state, &mut object, resource);
         apply::record_update(None, &mut object, &options.manager, &object::rfc3339(self.now_seconds()));
         if !options.dry_run {
-            if resource.plural == "pods" {
-                state.readiness_epoch += 1;
-            }
             state.commit(&self.events, resource, Some(object.clone()), (namespace.to_string(), name));
             object::metadata_mut(&mut object)
                 .insert("resourceVersion".into(), json!(state.resource_version().to_string()));
@@ -712,9 +712,6 @@ impl Cluster {
             return Ok(stamped(Arc::clone(old), resource));
         }
         let key = (namespace, name);
-        if resource.plural == "pods" {
-            state.readiness_epoch += 1;
-        }
         state.commit(&self.events, resource, Some(object), key.clone());
         self.wake.notify_one();
         // The answer is the object as stored: shared, not copied.

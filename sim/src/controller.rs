@@ -110,7 +110,6 @@ fn reconcile_once(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: 
     let stuck = cluster.faults.rollout_stuck(namespace, name);
     let mut failure = None;
     let rolling = state.controller.rollouts.get(key).copied();
-    let written_before = state.resource_version();
     match rolling {
         Some(rollout) if now >= rollout.due && !stuck => {
             match replace_pods(cluster, state, &workload, resource, &hash, replicas) {
@@ -138,13 +137,12 @@ fn reconcile_once(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: 
         }
     }
     let crash = cluster.faults.crash_looping(namespace, name);
-    // Readiness follows the connected istiods and the crash fault; pods
-    // this look made start out right for both, but one crash-looping
-    // still needs its container state.
-    let settled = (state.readiness_epoch(), crash);
-    if state.resource_version() != written_before || state.controller.readiness_settled.get(key) != Some(&settled) {
+    // Readiness follows the connected istiods and the crash fault, and a
+    // pod written since (this look's new pods too: one crash-looping still
+    // needs its container state) moved the epoch.
+    if state.controller.readiness_settled.get(key) != Some(&(state.readiness_epoch(), crash)) {
         update_pod_readiness(cluster, state, &workload, crash);
-        state.controller.readiness_settled.insert(key.clone(), settled);
+        state.controller.readiness_settled.insert(key.clone(), (state.readiness_epoch(), crash));
     }
     let rollout = state.controller.rollouts.get(key).copied();
     write_status(cluster, state, resource, &workload, &hash, replicas, generation, rollout, failure, now);
