@@ -76,7 +76,7 @@ pub(super) async fn restore_namespace(
     let name = &input.namespace.name;
     let recorded: Option<MoveOutput> = forward_output(&context);
     let before = recorded.as_ref().map_or_else(|| input.namespace.labels.clone(), |r| r.labels_before.clone());
-    set_labels(&client, name, &before).await?;
+    set_labels(&client, name, &before, None).await?;
     let restarted = match recorded {
         Some(recorded) if !recorded.restarted.is_empty() => recorded.restarted,
         _ => workloads(&client, name).await?,
@@ -297,7 +297,7 @@ async fn relabel(
 ) -> Result<InjectionLabels, ActivityError> {
     let name = &planned.name;
     if let Some(resource_version) = &planned.resource_version {
-        match set_labels_if(client, name, moved, Some(resource_version)).await {
+        match set_labels(client, name, moved, Some(resource_version)).await {
             Ok(()) => return Ok(planned.labels.clone()),
             Err(err) if err.class == "conflict" => {}
             Err(err) if err.class == "not-found" => return Err(gone(name)),
@@ -312,7 +312,7 @@ async fn relabel(
     };
     let live_labels = labels_of(&to_json(live));
     let labels_before = if &live_labels == moved { planned.labels.clone() } else { live_labels };
-    set_labels(client, name, moved).await?;
+    set_labels(client, name, moved, None).await?;
     Ok(labels_before)
 }
 
@@ -320,13 +320,10 @@ fn gone(namespace: &str) -> ActivityError {
     ActivityError::fatal("precondition", format!("namespace {namespace} no longer exists"))
 }
 
-/// Sets (or removes) both injection labels, as `kubectl label` would: one merge patch.
-async fn set_labels(client: &ClusterClient, namespace: &str, labels: &InjectionLabels) -> Result<(), ActivityError> {
-    set_labels_if(client, namespace, labels, None).await
-}
-
-/// `set_labels`, only while the namespace is at `resource_version` (409 otherwise).
-async fn set_labels_if(
+/// Sets (or removes) both injection labels, as `kubectl label` would: one
+/// merge patch; with `resource_version`, only while the namespace is at it
+/// (409 otherwise, as `kubectl label --resource-version`).
+async fn set_labels(
     client: &ClusterClient,
     namespace: &str,
     labels: &InjectionLabels,
