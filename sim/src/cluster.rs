@@ -149,10 +149,6 @@ pub struct ControllerState {
     /// workload, or the proxies of an istiod that came or went): a
     /// reconcile during which this moves is looked at again.
     pub all_marked_count: u64,
-    /// The `readiness_epoch` and crash fault at which each workload's pods
-    /// last had their readiness brought in line: a look at the same again
-    /// leaves them as they are.
-    pub readiness_settled: HashMap<WorkloadKey, (u64, bool)>,
 }
 
 /// A cluster's objects and history.
@@ -171,10 +167,6 @@ pub struct State {
     /// The istio-system Services with a ready pod behind them, kept as
     /// those change: every proxy's readiness is looked up here.
     connected_services: Vec<String>,
-    /// Moves whenever a pod is written (by anyone) or
-    /// `connected_services` changes: a workload whose pods were brought in
-    /// line with their readiness at this epoch needs no second look.
-    readiness_epoch: u64,
     /// The controller's memory.
     pub controller: ControllerState,
 }
@@ -196,12 +188,6 @@ impl State {
         self.store(group, plural)
             .into_iter()
             .flat_map(move |objects| objects.range(range.clone()).map(|(_, object)| object.as_ref()))
-    }
-
-    /// See `readiness_epoch`.
-    #[must_use]
-    pub fn readiness_epoch(&self) -> u64 {
-        self.readiness_epoch
     }
 
     /// Whether istio-system Service `name` has a ready pod behind it.
@@ -275,13 +261,9 @@ impl State {
             }
         };
         self.note_change(resource, &facts);
-        if resource.plural == "pods" {
-            self.readiness_epoch += 1;
-        }
         if proxies_may_change {
             let connected = admission::connected_services(self);
             if connected != self.connected_services {
-                self.readiness_epoch += 1;
                 let before = std::mem::replace(&mut self.connected_services, connected);
                 if recording {
                     let changed: Vec<String> = before

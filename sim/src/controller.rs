@@ -91,7 +91,6 @@ fn reconcile_once(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: 
     let Some(workload) = state.get_shared("apps", plural, namespace, name).cloned() else {
         state.controller.rollouts.remove(key);
         state.controller.template_hashes.remove(key);
-        state.controller.readiness_settled.remove(key);
         return;
     };
     let hash = cached_template_hash(state, key, &workload);
@@ -137,13 +136,7 @@ fn reconcile_once(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: 
         }
     }
     let crash = cluster.faults.crash_looping(namespace, name);
-    // Readiness follows the connected istiods and the crash fault, and a
-    // pod written since (this look's new pods too: one crash-looping still
-    // needs its container state) moved the epoch.
-    if state.controller.readiness_settled.get(key) != Some(&(state.readiness_epoch(), crash)) {
-        update_pod_readiness(cluster, state, &workload, crash);
-        state.controller.readiness_settled.insert(key.clone(), (state.readiness_epoch(), crash));
-    }
+    update_pod_readiness(cluster, state, &workload, crash);
     let rollout = state.controller.rollouts.get(key).copied();
     write_status(cluster, state, resource, &workload, &hash, replicas, generation, rollout, failure, now);
 }
