@@ -260,12 +260,12 @@ fn push(spec: &mut serde_json::Map<String, Value>, field: &str, item: Value) {
 /// The Service an injected (or gateway) pod's proxy connects to, from its
 /// `CA_ADDR`: `istiod-1-6-8` for `istiod-1-6-8.istio-system.svc:15012`.
 #[must_use]
-pub fn proxy_service(pod: &Value) -> Option<String> {
+pub fn proxy_service(pod: &Value) -> Option<&str> {
     let containers = pod.pointer("/spec/containers").and_then(Value::as_array)?;
     let proxy = containers.iter().find(|c| c["name"] == "istio-proxy")?;
     let env = proxy.get("env").and_then(Value::as_array)?;
     let address = env.iter().find(|e| e["name"] == "CA_ADDR")?.get("value").and_then(Value::as_str)?;
-    Some(address.split('.').next()?.to_string())
+    address.split('.').next()
 }
 
 /// A gateway pod (`istio: ingressgateway`/`egressgateway`) runs the proxy

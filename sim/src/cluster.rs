@@ -167,6 +167,9 @@ pub struct State {
     /// The istio-system Services with a ready pod behind them, kept as
     /// those change: every proxy's readiness is looked up here.
     connected_services: Vec<String>,
+    /// Pods by the workload that controls them, kept as pods are written:
+    /// a look at a workload reads its own pods, not its namespace's.
+    pods_by_owner: HashMap<WorkloadKey, BTreeSet<String>>,
     /// The controller's memory.
     pub controller: ControllerState,
 }
@@ -206,6 +209,16 @@ impl State {
     #[must_use]
     pub fn get_shared(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<&Arc<Value>> {
         self.store(group, plural)?.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// The pods `owner` controls (by its first owner reference), by name.
+    pub fn pods_of(&self, owner: &WorkloadKey) -> impl Iterator<Item = &Value> {
+        let (_, namespace, _) = owner;
+        self.pods_by_owner
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .map(move |name| self.get("", "pods", namespace, name).expect("indexed pods are stored"))
     }
 
     fn store(&self, group: &str, plural: &str) -> Option<&Objects> {
@@ -260,6 +273,15 @@ impl State {
                 (EventType::Deleted, Facts::of(&removed), Some(removed), None)
             }
         };
+        if resource.storage_key() == ("", "pods") {
+            let owner_before = match kind {
+                EventType::Added => None,
+                EventType::Modified => old.as_deref().and_then(owner_of),
+                EventType::Deleted => facts.owner.clone(),
+            };
+            let owner_after = if kind == EventType::Deleted { None } else { facts.owner.clone() };
+            self.index_owner(&facts.name, owner_before, owner_after);
+        }
         self.note_change(resource, &facts);
         if proxies_may_change {
             let connected = admission::connected_services(self);
@@ -294,6 +316,24 @@ impl State {
         }
     }
 
+    /// Moves pod `name` in `pods_by_owner` from one owner to another.
+    fn index_owner(&mut self, name: &str, before: Option<WorkloadKey>, after: Option<WorkloadKey>) {
+        if before == after {
+            return;
+        }
+        if let Some(before) = before
+            && let Some(names) = self.pods_by_owner.get_mut(&before)
+        {
+            names.remove(name);
+            if names.is_empty() {
+                self.pods_by_owner.remove(&before);
+            }
+        }
+        if let Some(after) = after {
+            self.pods_by_owner.entry(after).or_default().insert(name.to_string());
+        }
+    }
+
     /// Tells the controller what a change means for workloads.
     fn note_change(&mut self, resource: &ResourceType, facts: &Facts) {
         match resource.plural {
@@ -319,7 +359,7 @@ impl State {
         self.controller.all_marked_count += 1;
         let mut marked: Vec<WorkloadKey> = self
             .all("", "pods")
-            .filter(|pod| admission::proxy_service(pod).is_some_and(|service| services.contains(&service)))
+            .filter(|pod| admission::proxy_service(pod).is_some_and(|service| services.iter().any(|s| s == service)))
             .filter_map(owner_of)
             .collect();
         marked.extend(self.controller.rollouts.keys().cloned());

@@ -136,7 +136,7 @@ fn reconcile_once(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: 
         }
     }
     let crash = cluster.faults.crash_looping(namespace, name);
-    update_pod_readiness(cluster, state, &workload, crash);
+    update_pod_readiness(cluster, state, key, crash);
     let rollout = state.controller.rollouts.get(key).copied();
     write_status(cluster, state, resource, &workload, &hash, replicas, generation, rollout, failure, now);
 }
@@ -175,12 +175,23 @@ fn cached_template_hash(state: &mut State, key: &WorkloadKey, workload: &Value) 
 /// A stable short hash of a pod template (the `pod-template-hash` label).
 #[must_use]
 pub fn template_hash(template: &Value) -> String {
-    let text = template.to_string();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    // FNV-1a over the template's compact JSON, hashed as it is written.
+    struct Fnv1a(u64);
+    impl std::io::Write for Fnv1a {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            for byte in bytes {
+                self.0 ^= u64::from(*byte);
+                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+            }
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
+    let mut fnv = Fnv1a(0xcbf2_9ce4_8422_2325);
+    serde_json::to_writer(&mut fnv, template).expect("a JSON value writes, and hashing cannot fail");
+    let hash = fnv.0;
     let mut out = short_suffix(hash);
     out.push_str(&short_suffix(hash >> 20));
     out.truncate(10);
@@ -194,29 +205,20 @@ struct OwnedPod {
     ready: bool,
 }
 
-fn owned_pods_of<'a>(state: &'a State, workload: &'a Value) -> impl Iterator<Item = &'a Value> + 'a {
-    let (namespace, name) = (object::namespace(workload), object::name(workload));
-    let kind = workload.get("kind").and_then(Value::as_str).unwrap_or_default();
-    state.in_namespace("", "pods", namespace).filter(move |pod| owned_by(pod, kind, name))
+/// The key `workload` is known by (plural, namespace, name).
+fn key_of(workload: &Value, plural: &'static str) -> WorkloadKey {
+    (plural, object::namespace(workload).to_string(), object::name(workload).to_string())
 }
 
-fn owned_pods(state: &State, workload: &Value, plural: &str) -> Vec<OwnedPod> {
-    owned_pods_of(state, workload)
+fn owned_pods(state: &State, workload: &Value, plural: &'static str) -> Vec<OwnedPod> {
+    state
+        .pods_of(&key_of(workload, plural))
         .map(|pod| OwnedPod {
             name: object::name(pod).to_string(),
             hash: object::label(pod, hash_label(plural)).map(str::to_string),
             ready: admission::pod_ready(pod),
         })
         .collect()
-}
-
-/// Whether `pod`'s controller is the `kind` named `name` (without allocating).
-fn owned_by(pod: &Value, kind: &str, name: &str) -> bool {
-    let owner = pod.get("metadata").and_then(|m| m.get("ownerReferences")).and_then(|o| o.get(0));
-    owner.is_some_and(|owner| {
-        owner.get("kind").and_then(Value::as_str) == Some(kind)
-            && owner.get("name").and_then(Value::as_str) == Some(name)
-    })
 }
 
 fn hash_label(plural: &str) -> &'static str {
@@ -345,14 +347,15 @@ fn new_pod(
 #[must_use]
 pub fn proxy_connected(state: &State, pod: &Value) -> bool {
     match admission::proxy_service(pod) {
-        Some(service) => state.connected(&service),
+        Some(service) => state.connected(service),
         None => true,
     }
 }
 
-fn update_pod_readiness(cluster: &Cluster, state: &mut State, workload: &Value, crash: bool) {
+fn update_pod_readiness(cluster: &Cluster, state: &mut State, key: &WorkloadKey, crash: bool) {
     // Only pods whose readiness changes are copied.
-    let changing: Vec<(Value, bool)> = owned_pods_of(state, workload)
+    let changing: Vec<(Value, bool)> = state
+        .pods_of(key)
         .filter_map(|pod| {
             let ready = !crash && proxy_connected(state, pod);
             let crashing = pod.pointer("/status/containerStatuses/0/state/waiting/reason").and_then(Value::as_str)
@@ -544,7 +547,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::cluster::{Cluster, WriteOptions};
+    use crate::cluster::{Cluster, PatchType, WriteOptions};
     use crate::faults::{FaultConfig, Faults};
 
     /// One look at a workload leaves nothing for a second look to do, also
@@ -585,5 +588,47 @@ mod tests {
             assert_eq!(state.resource_version(), version_before, "{version} x{replicas}: a second look writes nothing");
             assert_eq!(pods_of(&state), pods_before);
         }
+    }
+
+    /// A workload's pods are those whose controller it is, as pods are
+    /// written: a pod orphaned by a patch is replaced and left alone, and
+    /// a deleted one is replaced.
+    #[test]
+    fn a_workload_owns_the_pods_that_name_it_as_they_change() {
+        let cluster = Cluster::new("owners", 0, Duration::ZERO, Arc::new(Faults::new(FaultConfig::default(), 1)));
+        let options = WriteOptions { manager: "test".into(), ..WriteOptions::default() };
+        let deployments = resources::find("apps", "v1", "deployments").expect("served");
+        let namespaces = resources::find("", "v1", "namespaces").expect("served");
+        let pods = resources::find("", "v1", "pods").expect("served");
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
+        cluster.create(namespaces, "", namespace, &options).expect("namespace");
+        let web = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}});
+        cluster.create(deployments, "shop", web, &options).expect("create");
+        let key: WorkloadKey = ("deployments", "shop".into(), "web".into());
+        let settle = || {
+            let mut state = cluster.lock();
+            reconcile_pending(&cluster, &mut state, Instant::now());
+            let mut owned: Vec<String> = state.pods_of(&key).map(|pod| object::name(pod).to_string()).collect();
+            owned.sort();
+            let all: Vec<String> =
+                state.in_namespace("", "pods", "shop").map(|pod| object::name(pod).to_string()).collect();
+            (owned, all)
+        };
+        let (owned, _) = settle();
+        assert_eq!(owned.len(), 2);
+        let orphan = owned[0].clone();
+        let unowned = json!({"metadata": {"ownerReferences": null}});
+        cluster.patch(pods, "shop", &orphan, PatchType::Merge, &unowned, &options).expect("orphan");
+        let (owned, all) = settle();
+        assert_eq!(owned.len(), 2, "the orphan is replaced: {owned:?}");
+        assert!(!owned.contains(&orphan) && all.contains(&orphan), "the orphan stays, owned by no one");
+        let deleted = owned[0].clone();
+        cluster.delete(pods, "shop", &deleted, false).expect("delete");
+        let (owned, all) = settle();
+        assert_eq!(owned.len(), 2, "the deleted pod is replaced: {owned:?}");
+        assert!(!owned.contains(&deleted) && !all.contains(&deleted));
+        assert_eq!(all.len(), 3, "two owned and the orphan: {all:?}");
     }
 }
