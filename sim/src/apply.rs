@@ -110,7 +110,7 @@ pub fn apply(
     for path in previous.iter().filter(|path| !applied.contains(*path) && !others.contains(*path)) {
         remove(&mut object, path);
     }
-    let mut merged = strategic(&object, &strip_identity(config)).map_err(ApplyError::Invalid)?;
+    let mut merged = strategic(object, &strip_identity(config)).map_err(ApplyError::Invalid)?;
     entries.retain(|entry| !is_mine(entry));
     entries.push(Entry {
         manager: manager.into(),

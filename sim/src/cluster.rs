@@ -635,7 +635,8 @@ impl Cluster {
         };
         let patched = match kind {
             PatchType::Merge => patch::merge(&old, body),
-            PatchType::Strategic => patch::strategic(&old, body).map_err(ApiError::bad_request)?,
+            PatchType::Strategic => patch::strategic(patch_base(&old, body, !options.manager.is_empty()), body)
+                .map_err(ApiError::bad_request)?,
             PatchType::Json => patch::json_patch(&old, body)
                 .map_err(|why| ApiError::invalid(resource, name, &[("patch".into(), why)]))?,
             PatchType::Apply => {
@@ -958,6 +959,28 @@ pub fn short_suffix(number: u64) -> String {
 
 /// Whether two objects agree in everything but metadata and status (and
 /// kind and apiVersion): a change there bumps `generation`.
+/// A copy of `old` for a patch to merge into, without what the update
+/// takes from `old` again in any case: its status (always kept), and its
+/// managed fields when the write records ownership from `old`'s and the
+/// patch does not set them. A restart's patch then copies neither to
+/// throw it away.
+fn patch_base(old: &Value, body: &Value, records_ownership: bool) -> Value {
+    let Value::Object(fields) = old else { return old.clone() };
+    let drop_managed_fields = records_ownership && body.pointer("/metadata/managedFields").is_none();
+    let base = fields
+        .iter()
+        .filter(|(field, _)| field.as_str() != "status")
+        .map(|(field, value)| match value {
+            Value::Object(metadata) if field == "metadata" && drop_managed_fields => {
+                let kept = metadata.iter().filter(|(key, _)| key.as_str() != "managedFields");
+                (field.clone(), Value::Object(kept.map(|(key, value)| (key.clone(), value.clone())).collect()))
+            }
+            _ => (field.clone(), value.clone()),
+        })
+        .collect();
+    Value::Object(base)
+}
+
 fn same_spec(a: &Value, b: &Value) -> bool {
     fn spec(object: &Value) -> impl Iterator<Item = (&String, &Value)> {
         const NOT_SPEC: [&str; 4] = ["metadata", "status", "kind", "apiVersion"];

@@ -148,13 +148,13 @@ pub fn is_primitive_set(field: &str) -> bool {
     field == "finalizers"
 }
 
-/// A strategic merge patch, as the API server applies one.
-pub fn strategic(target: &Value, patch: &Value) -> Result<Value, String> {
-    // One copy of the target, merged into in place: copying at every level
-    // made a restart's one-annotation patch cost a deep copy per level.
-    let mut out = target.clone();
-    strategic_into(&mut out, patch)?;
-    Ok(out)
+/// A strategic merge patch, as the API server applies one. Takes the
+/// target by value and merges into it in place: the caller copies what it
+/// must keep (copying at every level made a restart's one-annotation patch
+/// cost a deep copy per level).
+pub fn strategic(mut target: Value, patch: &Value) -> Result<Value, String> {
+    strategic_into(&mut target, patch)?;
+    Ok(target)
 }
 
 /// Merges `patch` into `target`, in place.
@@ -324,12 +324,12 @@ mod tests {
             "containers": [{"name": "web", "image": "web:1", "ports": [{"containerPort": 80}]}, {"name": "log", "image": "log:1"}]
         }}}});
         // kubectl rollout restart: a nested annotation.
-        let restarted = strategic(&deployment, &json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-28T21:36:34Z"}}}}})).expect("patch");
+        let restarted = strategic(deployment.clone(), &json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-28T21:36:34Z"}}}}})).expect("patch");
         assert_eq!(restarted.pointer("/spec/template/metadata/labels/app"), Some(&json!("web")), "maps merge");
         assert!(restarted.pointer("/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt").is_some());
         // kubectl apply (3-way): containers merge by name, with an element order.
         let applied = strategic(
-            &deployment,
+            deployment.clone(),
             &json!({"spec": {"template": {"spec": {
                 "$setElementOrder/containers": [{"name": "log"}, {"name": "web"}],
                 "containers": [{"name": "web", "image": "web:2"}]
@@ -344,22 +344,22 @@ mod tests {
         assert_eq!(containers[1]["ports"], json!([{"containerPort": 80}]), "untouched fields of a merged item stay");
         // Deleting an item, replacing a map, dropping a key, retaining keys.
         let pruned = strategic(
-            &deployment,
+            deployment.clone(),
             &json!({"spec": {"template": {"spec": {"containers": [{"name": "log", "$patch": "delete"}]}}}}),
         )
         .expect("patch");
         assert_eq!(pruned.pointer("/spec/template/spec/containers").and_then(Value::as_array).map(Vec::len), Some(1));
         let replaced =
-            strategic(&json!({"a": {"x": 1, "y": 2}}), &json!({"a": {"$patch": "replace", "z": 3}})).expect("patch");
+            strategic(json!({"a": {"x": 1, "y": 2}}), &json!({"a": {"$patch": "replace", "z": 3}})).expect("patch");
         assert_eq!(replaced, json!({"a": {"z": 3}}));
         let retained = strategic(
-            &json!({"s": {"type": "Recreate", "rollingUpdate": {}}}),
+            json!({"s": {"type": "Recreate", "rollingUpdate": {}}}),
             &json!({"s": {"$retainKeys": ["type"], "type": "Recreate"}}),
         )
         .expect("patch");
         assert_eq!(retained, json!({"s": {"type": "Recreate"}}));
         let finalizers =
-            strategic(&json!({"f": ["a", "b"]}), &json!({"$deleteFromPrimitiveList/f": ["a"]})).expect("patch");
+            strategic(json!({"f": ["a", "b"]}), &json!({"$deleteFromPrimitiveList/f": ["a"]})).expect("patch");
         assert_eq!(finalizers, json!({"f": ["b"]}));
     }
 }
@@ -373,8 +373,8 @@ mod atomic_tests {
     #[test]
     fn a_service_selector_is_replaced_whole() {
         let live = json!({"spec": {"selector": {"app": "istiod", "istio": "pilot"}, "ports": [{"port": 443}]}});
-        let patched = strategic(&live, &json!({"spec": {"selector": {"app": "istiod", "istio.io/rev": "1-6-8"}}}))
-            .expect("patch");
+        let patched =
+            strategic(live, &json!({"spec": {"selector": {"app": "istiod", "istio.io/rev": "1-6-8"}}})).expect("patch");
         assert_eq!(patched["spec"]["selector"], json!({"app": "istiod", "istio.io/rev": "1-6-8"}));
         assert_eq!(patched["spec"]["ports"], json!([{"port": 443}]));
     }
