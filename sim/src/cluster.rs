@@ -957,8 +957,6 @@ pub fn short_suffix(number: u64) -> String {
         .collect()
 }
 
-/// Whether two objects agree in everything but metadata and status (and
-/// kind and apiVersion): a change there bumps `generation`.
 /// A copy of `old` for a patch to merge into, without what the update
 /// takes from `old` again in any case: its status (always kept), and its
 /// managed fields when the write records ownership from `old`'s and the
@@ -981,6 +979,8 @@ fn patch_base(old: &Value, body: &Value, records_ownership: bool) -> Value {
     Value::Object(base)
 }
 
+/// Whether two objects agree in everything but metadata and status (and
+/// kind and apiVersion): a change there bumps `generation`.
 fn same_spec(a: &Value, b: &Value) -> bool {
     fn spec(object: &Value) -> impl Iterator<Item = (&String, &Value)> {
         const NOT_SPEC: [&str; 4] = ["metadata", "status", "kind", "apiVersion"];
@@ -1118,5 +1118,51 @@ mod tests {
         drop(everywhere);
         watchers.send(&event(DEPLOYMENTS, "shop", 1_000_000));
         assert_eq!(watchers.open.lock().expect("lock").len(), 1, "closed watches are let go: only the pods' is left");
+    }
+
+    /// A strategic-merge patch changes what it names and keeps the rest:
+    /// the stored status, and every manager's ownership beside the
+    /// patcher's (the patch merges into a copy without either).
+    #[test]
+    fn a_strategic_patch_keeps_the_status_and_records_ownership_beside_the_others() {
+        use crate::faults::FaultConfig;
+        let cluster = Cluster::new("patch", 0, Duration::ZERO, Arc::new(Faults::new(FaultConfig::default(), 1)));
+        let namespaces = resources::find("", "v1", "namespaces").expect("served");
+        let deployments = resources::find("apps", "v1", "deployments").expect("served");
+        let seed = WriteOptions { manager: "seed".into(), ..WriteOptions::default() };
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
+        cluster.create(namespaces, "", namespace, &seed).expect("namespace");
+        let web = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}});
+        cluster.create(deployments, "shop", web, &seed).expect("create");
+        crate::controller::reconcile_pending(&cluster, &mut cluster.lock(), Instant::now());
+        let before = cluster.lock().get("apps", "deployments", "shop", "web").cloned().expect("stored");
+        assert!(before.get("status").is_some_and(|status| status["replicas"] == 2), "the controller wrote a status");
+
+        let restart = json!({"spec": {"template": {"metadata": {"annotations": {"restarted": "1"}}}},
+            "status": {"replicas": 99}});
+        let restarter = WriteOptions { manager: "restarter".into(), ..WriteOptions::default() };
+        let (patched, _) =
+            cluster.patch(deployments, "shop", "web", PatchType::Strategic, &restart, &restarter).expect("patch");
+        assert_eq!(patched.pointer("/spec/template/metadata/annotations/restarted"), Some(&json!("1")));
+        assert_eq!(patched.get("status"), before.get("status"), "status is the server's, not the patch's");
+        let managers: Vec<&str> = patched
+            .pointer("/metadata/managedFields")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry["manager"].as_str())
+            .collect();
+        assert_eq!(managers, ["seed", "restarter"], "the patcher's entry beside the seed's");
+        let stored = cluster.lock().get("apps", "deployments", "shop", "web").cloned().expect("stored");
+        assert_eq!(&stored, patched.as_ref(), "the answer is what is stored");
+
+        // A write that records no ownership keeps every entry as it was.
+        let again = json!({"spec": {"template": {"metadata": {"annotations": {"restarted": "2"}}}}});
+        let (unrecorded, _) = cluster
+            .patch(deployments, "shop", "web", PatchType::Strategic, &again, &WriteOptions::default())
+            .expect("patch");
+        assert_eq!(unrecorded.pointer("/metadata/managedFields"), patched.pointer("/metadata/managedFields"));
     }
 }
