@@ -69,13 +69,16 @@ pub fn endpoints<'a>(state: &'a State, namespace: &'a str, name: &str) -> Vec<&'
         .collect()
 }
 
-/// The Services of the istio namespace with a ready pod behind them: what
-/// every proxy's readiness depends on.
+/// The istiod Services of the istio namespace ([`service_name`] of some
+/// revision) with a ready pod behind them: what every proxy's readiness
+/// depends on. A gateway's Service is not one: its pods coming and going
+/// in a rollout connect or disconnect no proxy.
 #[must_use]
 pub fn connected_services(state: &State) -> Vec<String> {
     state
         .in_namespace("", "services", ISTIO_NAMESPACE)
         .map(object::name)
+        .filter(|name| *name == "istiod" || name.starts_with("istiod-"))
         .filter(|name| !endpoints(state, ISTIO_NAMESPACE, name).is_empty())
         .map(str::to_string)
         .collect()

@@ -412,3 +412,43 @@ fn pod_readiness_follows_the_crash_fault_and_the_istiod_and_nothing_else() {
     controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
     assert_eq!(ready(&state), [false, false], "their istiod is gone");
 }
+
+/// A gateway's pods coming and going in its rollout connect or disconnect
+/// no proxy: no workload is marked for the controller because of them.
+#[test]
+fn a_gateway_rolling_out_marks_no_workload() {
+    let cluster = cluster(&[("default", "1.10.0")], &[]);
+    let deployments = resources::find("apps", "v1", "deployments").expect("served");
+    let gateway_pods = |state: &crate::cluster::State| {
+        let mut names: Vec<String> = state
+            .in_namespace("", "pods", admission::ISTIO_NAMESPACE)
+            .filter(|pod| crate::object::label(pod, "istio") == Some("ingressgateway"))
+            .map(|pod| crate::object::name(pod).to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let (before, marked_before) = {
+        let state = cluster.lock();
+        (gateway_pods(&state), state.controller.all_marked_count)
+    };
+    assert!(!before.is_empty(), "the seed runs a gateway");
+    let restart = json!({"spec": {"template": {"metadata": {"annotations": {"restarted": "1"}}}}});
+    let options = WriteOptions { manager: "test".into(), ..WriteOptions::default() };
+    cluster
+        .patch(
+            deployments,
+            admission::ISTIO_NAMESPACE,
+            "istio-ingressgateway",
+            crate::cluster::PatchType::Strategic,
+            &restart,
+            &options,
+        )
+        .expect("restart");
+    let mut state = cluster.lock();
+    controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
+    let after = gateway_pods(&state);
+    assert_eq!(after.len(), before.len());
+    assert!(after.iter().all(|pod| !before.contains(pod)), "the gateway's pods were replaced: {before:?} -> {after:?}");
+    assert_eq!(state.controller.all_marked_count, marked_before, "and no workload was marked for it");
+}
