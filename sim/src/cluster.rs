@@ -250,7 +250,7 @@ impl State {
         let rv = json!(self.resource_version.to_string());
         let recording = self.recording;
         // A proxy is ready while the Service it talks to has a ready istiod
-        // behind it: what decides that is which istio-system Services have
+        // behind it: what decides that is which istiod Services of istio-system have
         // ready endpoints. Only a change of that set sends the controller
         // over every workload (a repointed Service or a deleted old
         // revision, with every proxy already elsewhere, changes nothing).
