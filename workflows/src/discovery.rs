@@ -251,13 +251,6 @@ pub async fn check_permissions(client: &ClusterClient) -> Result<(), ActivityErr
     ))
 }
 
-fn injection_labels(namespace: &Value) -> InjectionLabels {
-    let label = |key: &str| {
-        namespace.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str).map(str::to_string)
-    };
-    InjectionLabels { istio_injection: label("istio-injection"), istio_rev: label("istio.io/rev") }
-}
-
 /// The namespaces that move, with their workloads.
 async fn namespaces(client: &ClusterClient, spec: &UpgradeSpec) -> Result<Vec<NamespacePlan>, ActivityError> {
     let api: Api<Namespace> = Api::all(client.client.clone());
@@ -290,7 +283,7 @@ async fn namespaces(client: &ClusterClient, spec: &UpgradeSpec) -> Result<Vec<Na
         let workloads = workloads(client, &name).await?;
         let resource_version =
             namespace.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
-        out.push(NamespacePlan { name, labels: injection_labels(&namespace), workloads, resource_version });
+        out.push(NamespacePlan { name, labels: InjectionLabels::of(&namespace), workloads, resource_version });
     }
     if out.is_empty() {
         let what = match (&spec.namespaces.selector, spec.namespaces.names.is_empty()) {

@@ -40,6 +40,21 @@ pub struct InjectionLabels {
     pub istio_rev: Option<String>,
 }
 
+impl InjectionLabels {
+    /// The injection labels of `namespace` (a Namespace as JSON).
+    #[must_use]
+    pub fn of(namespace: &serde_json::Value) -> Self {
+        let label = |key: &str| {
+            namespace
+                .pointer("/metadata/labels")
+                .and_then(|labels| labels.get(key))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        Self { istio_injection: label("istio-injection"), istio_rev: label("istio.io/rev") }
+    }
+}
+
 /// A Deployment, StatefulSet or DaemonSet.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WorkloadRef {

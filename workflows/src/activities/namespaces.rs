@@ -278,13 +278,6 @@ fn baseline(context: &ActivityContext, target: &Target) -> BTreeMap<String, u64>
         .unwrap_or_default()
 }
 
-fn labels_of(namespace: &Value) -> InjectionLabels {
-    let label = |key: &str| {
-        namespace.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str).map(str::to_string)
-    };
-    InjectionLabels { istio_injection: label("istio-injection"), istio_rev: label("istio.io/rev") }
-}
-
 /// Moves a namespace's labels to `moved`; returns the labels it had.
 /// Unchanged since planning, it is relabelled in one request (the planned
 /// resourceVersion as precondition); else, or on a conflict, it is read
@@ -310,7 +303,7 @@ async fn relabel(
     else {
         return Err(gone(name));
     };
-    let live_labels = labels_of(&to_json(live));
+    let live_labels = InjectionLabels::of(&to_json(live));
     let labels_before = if &live_labels == moved { planned.labels.clone() } else { live_labels };
     set_labels(client, name, moved, None).await?;
     Ok(labels_before)
