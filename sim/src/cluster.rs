@@ -1125,17 +1125,10 @@ mod tests {
     /// patcher's (the patch merges into a copy without either).
     #[test]
     fn a_strategic_patch_keeps_the_status_and_records_ownership_beside_the_others() {
-        use crate::faults::FaultConfig;
-        let cluster = Cluster::new("patch", 0, Duration::ZERO, Arc::new(Faults::new(FaultConfig::default(), 1)));
-        let namespaces = resources::find("", "v1", "namespaces").expect("served");
-        let deployments = resources::find("apps", "v1", "deployments").expect("served");
         let seed = WriteOptions { manager: "seed".into(), ..WriteOptions::default() };
-        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
-        cluster.create(namespaces, "", namespace, &seed).expect("namespace");
-        let web = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}});
-        cluster.create(deployments, "shop", web, &seed).expect("create");
+        let cluster = crate::fixtures::shop("patch", &seed);
+        let deployments = resources::find("apps", "v1", "deployments").expect("served");
+        cluster.create(deployments, "shop", crate::fixtures::web(2, "v1"), &seed).expect("create");
         crate::controller::reconcile_pending(&cluster, &mut cluster.lock(), Instant::now());
         let before = cluster.lock().get("apps", "deployments", "shop", "web").cloned().expect("stored");
         assert!(before.get("status").is_some_and(|status| status["replicas"] == 2), "the controller wrote a status");

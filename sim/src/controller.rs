@@ -541,32 +541,22 @@ fn deployment_status(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use serde_json::json;
 
     use super::*;
-    use crate::cluster::{Cluster, PatchType, WriteOptions};
-    use crate::faults::{FaultConfig, Faults};
+    use crate::cluster::{PatchType, WriteOptions};
+    use crate::fixtures;
 
     /// One look at a workload leaves nothing for a second look to do, also
     /// when a rollout is scaled down as it starts: the look drops its own
     /// mark, and a second look writes nothing.
     #[test]
     fn one_look_at_a_workload_is_a_fixed_point() {
-        let cluster = Cluster::new("fixed", 0, Duration::ZERO, Arc::new(Faults::new(FaultConfig::default(), 1)));
         let options = WriteOptions { manager: "test".into(), ..WriteOptions::default() };
+        let cluster = fixtures::shop("fixed", &options);
         let deployments = resources::find("apps", "v1", "deployments").expect("served");
-        let namespaces = resources::find("", "v1", "namespaces").expect("served");
-        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
-        cluster.create(namespaces, "", namespace, &options).expect("namespace");
-        let web = |replicas: u64, version: &str| {
-            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
-                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
-                    "template": {"metadata": {"labels": {"app": "web", "version": version}},
-                        "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}})
-        };
         let key: WorkloadKey = ("deployments", "shop".into(), "web".into());
         let pods_of = |state: &State| {
             let mut names: Vec<String> =
@@ -574,10 +564,12 @@ mod tests {
             names.sort();
             names
         };
-        cluster.create(deployments, "shop", web(3, "v1"), &options).expect("create");
+        cluster.create(deployments, "shop", fixtures::web(3, "v1"), &options).expect("create");
         for (replicas, version) in [(3, "v1"), (1, "v2"), (2, "v2")] {
             if version != "v1" || replicas != 3 {
-                cluster.replace(deployments, "shop", "web", web(replicas, version), &options).expect("replace");
+                cluster
+                    .replace(deployments, "shop", "web", fixtures::web(replicas, version), &options)
+                    .expect("replace");
             }
             let mut state = cluster.lock();
             reconcile_pending(&cluster, &mut state, Instant::now());
@@ -595,17 +587,11 @@ mod tests {
     /// a deleted one is replaced.
     #[test]
     fn a_workload_owns_the_pods_that_name_it_as_they_change() {
-        let cluster = Cluster::new("owners", 0, Duration::ZERO, Arc::new(Faults::new(FaultConfig::default(), 1)));
         let options = WriteOptions { manager: "test".into(), ..WriteOptions::default() };
+        let cluster = fixtures::shop("owners", &options);
         let deployments = resources::find("apps", "v1", "deployments").expect("served");
-        let namespaces = resources::find("", "v1", "namespaces").expect("served");
         let pods = resources::find("", "v1", "pods").expect("served");
-        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
-        cluster.create(namespaces, "", namespace, &options).expect("namespace");
-        let web = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}});
-        cluster.create(deployments, "shop", web, &options).expect("create");
+        cluster.create(deployments, "shop", fixtures::web(2, "v1"), &options).expect("create");
         let key: WorkloadKey = ("deployments", "shop".into(), "web".into());
         let settle = || {
             let mut state = cluster.lock();

@@ -382,10 +382,7 @@ fn pod_readiness_follows_the_crash_fault_and_the_istiod_and_nothing_else() {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}}),
     )
     .expect("namespace");
-    create(&cluster, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}}))
-    .expect("deployment");
+    create(&cluster, crate::fixtures::web(2, "v1")).expect("deployment");
     let mut state = cluster.lock();
     let look_again = |state: &mut crate::cluster::State| {
         state.mark_all_workloads();

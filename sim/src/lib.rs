@@ -49,4 +49,6 @@ pub use crate::fleet::{CLUSTERS_COUNT_MAX, ClusterHandle, Fleet, FleetConfig, Fl
 pub use crate::istio::{Revision, control_plane, manifests_yaml, revision_tag};
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod injection_tests;
