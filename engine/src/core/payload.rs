@@ -123,9 +123,13 @@ const SECRET_KEYS: [&str; 16] = [
 /// one found. It never returns the value itself, so the answer can be
 /// logged.
 ///
-/// What counts: a value under a credential-named key (see `SECRET_KEYS`),
-/// a PEM private key anywhere, a JSON Web Token anywhere, and the `data` or
-/// `stringData` of a Kubernetes `Secret`.
+/// What counts: a text or number under a credential-named key (see
+/// `SECRET_KEYS`), a PEM private key anywhere, a JSON Web Token anywhere,
+/// and the `data` or `stringData` of a Kubernetes `Secret`. An object or a
+/// list under a credential-named key is not itself a credential: a pod
+/// volume `secret: {secretName: cacerts, optional: true}` only names a
+/// Secret (Istio's own istiod Deployment has three). What it holds is
+/// looked at like everything else.
 #[must_use]
 pub fn find_secret(payload: &Payload) -> Option<String> {
     let value = payload.to_value();
@@ -142,11 +146,16 @@ pub fn find_secret(payload: &Payload) -> Option<String> {
                     let child = format!("{path}.{key}");
                     let normalized: String =
                         key.chars().filter(|c| !matches!(c, '-' | '_' | '.')).collect::<String>().to_lowercase();
-                    let holds_value = !matches!(item, serde_json::Value::Null | serde_json::Value::Bool(_))
-                        && item.as_str().is_none_or(|text| !text.is_empty());
-                    if holds_value && SECRET_KEYS.contains(&normalized.as_str()) {
+                    let holds_text = match item {
+                        serde_json::Value::String(text) => !text.is_empty(),
+                        serde_json::Value::Number(_) => true,
+                        _ => false,
+                    };
+                    if holds_text && SECRET_KEYS.contains(&normalized.as_str()) {
                         return Some(child);
                     }
+                    let holds_value = !matches!(item, serde_json::Value::Null | serde_json::Value::Bool(_))
+                        && item.as_str().is_none_or(|text| !text.is_empty());
                     if holds_value && is_secret_object && matches!(key.as_str(), "data" | "stringData") {
                         return Some(child);
                     }
@@ -188,6 +197,8 @@ mod tests {
             (serde_json::json!({"t": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2lnbmF0dXJl"}), "$.t"),
             (serde_json::json!({"kind": "Secret", "data": {"ca.crt": "x"}}), "$.data"),
             (serde_json::json!({"headers": {"Authorization": "Bearer abc"}}), "$.headers.Authorization"),
+            (serde_json::json!({"secret": {"token": "abc"}}), "$.secret.token"),
+            (serde_json::json!({"apiKey": 12345}), "$.apiKey"),
         ];
         for (value, path) in cases {
             assert_eq!(find_secret(&payload(value.clone())).as_deref(), Some(path), "{value}");
@@ -203,6 +214,20 @@ mod tests {
             "version": "1.6.8", "revision": "1-6-8"
         });
         assert_eq!(find_secret(&payload(harmless)), None);
+    }
+
+    /// Regression (issue 15, point 0): Istio's generated istiod Deployment
+    /// mounts three optional Secrets by name; naming a Secret is not holding one.
+    #[test]
+    fn r15_a_volume_that_names_a_secret_is_not_a_credential() {
+        let istiod = serde_json::json!({"spec": {"template": {"spec": {"volumes": [
+            {"name": "cacerts", "secret": {"optional": true, "secretName": "cacerts"}},
+            {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken":
+                {"audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}}
+        ]}}}});
+        assert_eq!(find_secret(&payload(istiod)), None);
+        let hidden = serde_json::json!({"volumes": [{"secret": {"secretName": "x", "password": "hunter2"}}]});
+        assert_eq!(find_secret(&payload(hidden)).as_deref(), Some("$.volumes[0].secret.password"));
     }
 
     #[test]
