@@ -1,19 +1,22 @@
-//! What the unit tests start from: a cluster with namespace `shop`, and
-//! Deployment `web` as JSON.
+//! What the unit tests start from: a bare API server (no programs behind
+//! its Services) with namespace `shop`, and Deployment `web` as JSON.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, WriteOptions};
 use crate::faults::{FaultConfig, Faults};
-use crate::resources;
+use crate::kube::cluster::{Cluster, WriteOptions};
+use crate::kube::resources;
+use crate::kube::state::{ReadinessGates, ServiceKey, State};
+use crate::kube::webhooks::{Call, Programs};
 
 /// A cluster named `name` (rollouts due at once, no faults) with namespace
 /// `shop`, created by `writer`.
 pub fn shop(name: &str, writer: &WriteOptions) -> Cluster {
-    let cluster = Cluster::new(name, 0, Duration::ZERO, Arc::new(Faults::new(FaultConfig::default(), 1)));
+    let faults = Arc::new(Faults::new(FaultConfig::default(), 1));
+    let cluster = Cluster::new(name, 0, Duration::ZERO, faults, Arc::new(NoPrograms));
     let namespaces = resources::find("", "v1", "namespaces").expect("served");
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
     cluster.create(namespaces, "", namespace, writer).expect("namespace");
@@ -26,4 +29,25 @@ pub fn web(replicas: u64, version: &str) -> Value {
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web", "version": version}},
                 "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}})
+}
+
+/// No programs: every webhook call is a pod that accepts anything, no
+/// readiness follows a Service, and nothing answers through the proxy.
+#[derive(Debug, Default)]
+pub struct NoPrograms;
+
+impl ReadinessGates for NoPrograms {
+    fn readiness_follows(&self, _: &Value) -> Option<ServiceKey> {
+        None
+    }
+}
+
+impl Programs for NoPrograms {
+    fn admit(&self, _: &State, _: &Call<'_>, object: Value) -> Result<Value, String> {
+        Ok(object)
+    }
+
+    fn serve(&self, _: &State, _: &Value, _: u16, _: &str) -> Option<(u16, Value)> {
+        None
+    }
 }

@@ -8,11 +8,12 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Cluster, WriteOptions};
-use crate::controller;
 use crate::faults::{FaultConfig, Faults};
-use crate::istio::{self, ISTIO_NAMESPACE, Revision};
-use crate::resources;
+use crate::istio::charts::{self, Revision};
+use crate::istio::istiod::{ISTIO_NAMESPACE, IstioPrograms};
+use crate::kube::cluster::{Cluster, WriteOptions};
+use crate::kube::controller;
+use crate::kube::resources;
 
 /// Workload names seeded into each namespace, in order (then numbered).
 const APP_NAMES: [&str; 10] =
@@ -144,7 +145,7 @@ impl Fleet {
             faults.latency_ms =
                 faults.latency_ms.max(u64::try_from(config.api_latency.as_millis()).unwrap_or(u64::MAX));
             let faults = Arc::new(Faults::new(faults, config.seed.wrapping_add(index as u64 + 1)));
-            let cluster = Arc::new(Cluster::new(name, index, config.rollout_delay, faults));
+            let cluster = Arc::new(Cluster::new(name, index, config.rollout_delay, faults, Arc::new(IstioPrograms)));
             let (config, revision) = (config.clone(), revision.clone());
             seeding.spawn(async move { seed(&cluster, &config, &revision).map(|()| (index, cluster)) });
         }
@@ -165,7 +166,7 @@ impl Fleet {
             });
             tasks.push(tokio::spawn(controller::run(cluster.clone())));
             let listener = FaultyListener { inner: listener, faults: cluster.faults.clone() };
-            let app = crate::api::router(cluster);
+            let app = crate::kube::api::router(cluster);
             tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
             }));
@@ -206,11 +207,11 @@ fn check(config: &FleetConfig) -> Result<(), FleetError> {
         return Err(FleetError::Config(format!("{} names given for {} clusters", config.names.len(), config.clusters)));
     }
     for name in &config.names {
-        crate::object::check_dns_label(name)
+        crate::kube::object::check_dns_label(name)
             .map_err(|why| FleetError::Config(format!("cluster name {name:?}: {why}")))?;
     }
     if let Some(tag) = &config.namespace_tag {
-        crate::object::check_dns_label(tag).map_err(|why| FleetError::Config(format!("tag {tag:?}: {why}")))?;
+        crate::kube::object::check_dns_label(tag).map_err(|why| FleetError::Config(format!("tag {tag:?}: {why}")))?;
     }
     if config.namespaces > 1_000 || config.deployments > 1_000 || config.replicas > 100 {
         return Err(FleetError::Config("at most 1000 namespaces, 1000 deployments per namespace, 100 replicas".into()));
@@ -231,10 +232,10 @@ fn seed(cluster: &Cluster, config: &FleetConfig, revision: &Revision) -> Result<
     let system = ["default", "kube-system", "kube-public", "kube-node-lease"]
         .map(|name| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
     let mut objects: Vec<Value> = system.to_vec();
-    objects.extend(istio::base(&revision.version));
-    objects.extend(istio::control_plane(revision));
+    objects.extend(charts::base(&revision.version));
+    objects.extend(charts::control_plane(revision));
     if let Some(tag) = &config.namespace_tag {
-        objects.push(istio::revision_tag(tag, revision));
+        objects.push(charts::revision_tag(tag, revision));
     }
     let injection = match (&config.namespace_tag, revision.is_default()) {
         (Some(tag), _) => json!({"istio.io/rev": tag}),
@@ -271,7 +272,7 @@ fn create(cluster: &Cluster, object: Value, options: &WriteOptions) -> Result<()
     let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
     let kind = object["kind"].as_str().unwrap_or_default();
     let resource = resources::by_kind(group, kind).ok_or_else(|| format!("no resource for {api_version} {kind}"))?;
-    let namespace = crate::object::namespace(&object).to_string();
+    let namespace = crate::kube::object::namespace(&object).to_string();
     cluster.create(resource, &namespace, object, options).map(|_| ()).map_err(|err| err.to_string())
 }
 

@@ -28,27 +28,14 @@
 //! # Ok(()) }
 //! ```
 
-mod admission;
-mod api;
-mod apply;
-mod cluster;
-mod controller;
 mod faults;
 mod fleet;
 mod istio;
-mod object;
-mod patch;
-mod resources;
-mod selector;
-mod status;
-mod table;
-mod validate;
+mod kube;
 
 pub use crate::faults::{FaultConfig, Faults};
 pub use crate::fleet::{CLUSTERS_COUNT_MAX, ClusterHandle, Fleet, FleetConfig, FleetError};
-pub use crate::istio::{Revision, control_plane, manifests_yaml, revision_tag};
+pub use crate::istio::charts::{Revision, control_plane, manifests_yaml, revision_tag};
 
 #[cfg(test)]
 mod fixtures;
-#[cfg(test)]
-mod injection_tests;

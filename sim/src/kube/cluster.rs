@@ -5,420 +5,24 @@
 //! validation and admission, gets the next `resourceVersion`, and becomes a
 //! watch event kept in a bounded history.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
-use crate::admission;
-use crate::apply::{self, ApplyError};
+use super::apply::{self, ApplyError};
+use super::object;
+use super::patch;
+use super::resources::{self, ResourceType};
+use super::selector::{FieldSelector, LabelSelector};
+use super::state::{State, owner_of};
+use super::status::ApiError;
+use super::validate;
+use super::watch::{EventType, WatchEvent, WatchStart, Watchers};
+use super::webhooks::{self, Programs};
+use super::written::ItemsWritten;
 use crate::faults::Faults;
-use crate::object;
-use crate::patch;
-use crate::resources::{self, ResourceType};
-use crate::selector::{FieldSelector, LabelSelector};
-use crate::status::ApiError;
-use crate::validate;
-
-/// Watch events kept for watches that start from an older resourceVersion
-/// (older ones get 410 and relist, as from a real API server's watch
-/// cache, which keeps 100 per resource by default). Each event holds its
-/// object and the one before: at 2,048 the history kept a cluster's whole
-/// upgrade alive, and a 100-cluster fleet grew by 300 to 500 MB a wave; at
-/// 256 it still grew by 120 MB a wave, every page of it faulted in while
-/// the wave's restarts came in. A watch starts from a list a few events
-/// old, so 128 is ample.
-const WATCH_HISTORY_COUNT_MAX: usize = 128;
-/// Watch events buffered per watcher before it is cut off (and relists).
-const WATCH_BUFFER_COUNT_MAX: usize = 8_192;
-/// Watches open at once on one cluster; more are refused with 429, as an
-/// API server under load refuses them.
-const WATCHERS_COUNT_MAX: usize = 4_096;
-
-/// Objects of one resource, by (namespace, name). Shared, so that a watch
-/// event, a list, or the controller holds an object without copying it;
-/// a write stores a new one.
-type Objects = BTreeMap<(String, String), Arc<Value>>;
-
-/// What a watch event says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    /// Created.
-    Added,
-    /// Changed.
-    Modified,
-    /// Removed.
-    Deleted,
-}
-
-/// One change, as watches see it.
-#[derive(Debug)]
-pub struct WatchEvent {
-    /// The resourceVersion it produced.
-    pub resource_version: u64,
-    /// (group, plural).
-    pub resource: (&'static str, &'static str),
-    /// What happened.
-    pub kind: EventType,
-    /// The object after (or, for a deletion, before) the change.
-    pub object: Arc<Value>,
-    /// The object before the change, for modifications.
-    pub old: Option<Arc<Value>>,
-}
-
-/// The start of a watch: the events to send first, and the live feed.
-pub type WatchStart = (Vec<Arc<WatchEvent>>, mpsc::Receiver<Arc<WatchEvent>>);
-
-/// The open watches of a cluster, each with what it watches. A write is
-/// handed only to the watches of its resource (and namespace): a
-/// namespace's watch of Deployments is not woken by every pod of the
-/// cluster, as a real API server's watch cache dispatches by resource.
-#[derive(Debug, Default)]
-pub struct Watchers {
-    open: Mutex<Vec<Watcher>>,
-}
-
-#[derive(Debug)]
-struct Watcher {
-    resource: (&'static str, &'static str),
-    namespace: Option<String>,
-    sender: mpsc::Sender<Arc<WatchEvent>>,
-}
-
-impl Watchers {
-    /// A live feed of the writes to `resource` (in `namespace`, if given).
-    fn subscribe(
-        &self,
-        resource: (&'static str, &'static str),
-        namespace: Option<&str>,
-    ) -> Result<mpsc::Receiver<Arc<WatchEvent>>, ApiError> {
-        let mut open = self.open.lock().expect("watchers lock poisoned");
-        open.retain(|watcher| !watcher.sender.is_closed());
-        if open.len() >= WATCHERS_COUNT_MAX {
-            return Err(ApiError::too_many_requests());
-        }
-        let (sender, receiver) = mpsc::channel(WATCH_BUFFER_COUNT_MAX);
-        open.push(Watcher { resource, namespace: namespace.map(str::to_string), sender });
-        Ok(receiver)
-    }
-
-    /// Hands `event` to every watch of its resource and namespace. A watch
-    /// whose buffer is full is too slow to keep up: it is cut off (its
-    /// stream ends after what it has, and its client relists), as is one
-    /// whose client went away.
-    fn send(&self, event: &Arc<WatchEvent>) {
-        let mut open = self.open.lock().expect("watchers lock poisoned");
-        let namespace = object::namespace(&event.object);
-        open.retain(|watcher| {
-            if watcher.resource != event.resource || watcher.namespace.as_deref().is_some_and(|ns| ns != namespace) {
-                return !watcher.sender.is_closed();
-            }
-            watcher.sender.try_send(Arc::clone(event)).is_ok()
-        });
-    }
-}
-
-/// A workload the controller keeps rolled out: (plural, namespace, name).
-pub type WorkloadKey = (&'static str, String, String);
-
-/// A rollout in progress.
-#[derive(Debug, Clone, Copy)]
-pub struct Rollout {
-    /// When it started.
-    pub started: Instant,
-    /// When its new pods may start.
-    pub due: Instant,
-    /// The generation it rolls out.
-    pub generation: u64,
-}
-
-/// The controller's memory, kept beside the objects.
-#[derive(Debug, Default)]
-pub struct ControllerState {
-    /// Rollouts in progress.
-    pub rollouts: HashMap<WorkloadKey, Rollout>,
-    /// Workloads to look at on the next pass.
-    pub dirty: BTreeSet<WorkloadKey>,
-    /// Workloads to look at again at a given time.
-    pub due: BTreeMap<Instant, BTreeSet<WorkloadKey>>,
-    /// Each workload's template hash, by (uid, generation).
-    pub template_hashes: HashMap<WorkloadKey, (String, u64, String)>,
-    /// How many times workloads were marked from outside a look (every
-    /// workload, or the proxies of an istiod that came or went): a
-    /// reconcile during which this moves is looked at again.
-    pub all_marked_count: u64,
-}
-
-/// A cluster's objects and history.
-#[derive(Debug, Default)]
-pub struct State {
-    objects: HashMap<(&'static str, &'static str), Objects>,
-    resource_version: u64,
-    history: VecDeque<Arc<WatchEvent>>,
-    /// Watches from this resourceVersion or later can be served from `history`.
-    history_from: u64,
-    counter: u64,
-    /// Whether writes become watch events (not while seeding).
-    recording: bool,
-    /// The cluster's number in its fleet (for ids and IPs).
-    pub index: usize,
-    /// The istio-system Services with a ready pod behind them, kept as
-    /// those change: every proxy's readiness is looked up here.
-    connected_services: Vec<String>,
-    /// Pods by the workload that controls them, kept as pods are written:
-    /// a look at a workload reads its own pods, not its namespace's.
-    pods_by_owner: HashMap<WorkloadKey, BTreeSet<String>>,
-    /// The controller's memory.
-    pub controller: ControllerState,
-}
-
-impl State {
-    /// Every object of a resource.
-    pub fn all(&self, group: &str, plural: &str) -> impl Iterator<Item = &Value> {
-        self.store(group, plural).into_iter().flat_map(BTreeMap::values).map(Arc::as_ref)
-    }
-
-    /// Objects of a resource in one namespace.
-    pub fn in_namespace<'a>(
-        &'a self,
-        group: &str,
-        plural: &str,
-        namespace: &'a str,
-    ) -> impl Iterator<Item = &'a Value> + 'a {
-        let range = (namespace.to_string(), String::new())..(format!("{namespace}\u{0}"), String::new());
-        self.store(group, plural)
-            .into_iter()
-            .flat_map(move |objects| objects.range(range.clone()).map(|(_, object)| object.as_ref()))
-    }
-
-    /// Whether istio-system Service `name` has a ready pod behind it.
-    #[must_use]
-    pub fn connected(&self, service: &str) -> bool {
-        self.connected_services.iter().any(|connected| connected == service)
-    }
-
-    /// One object.
-    #[must_use]
-    pub fn get(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<&Value> {
-        self.get_shared(group, plural, namespace, name).map(Arc::as_ref)
-    }
-
-    /// One object, shared: held without a copy while the state changes.
-    #[must_use]
-    pub fn get_shared(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<&Arc<Value>> {
-        self.store(group, plural)?.get(&(namespace.to_string(), name.to_string()))
-    }
-
-    /// The pods `owner` controls (by its first owner reference), by name.
-    pub fn pods_of(&self, owner: &WorkloadKey) -> impl Iterator<Item = &Value> {
-        let (_, namespace, _) = owner;
-        self.pods_by_owner
-            .get(owner)
-            .into_iter()
-            .flatten()
-            .map(move |name| self.get("", "pods", namespace, name).expect("indexed pods are stored"))
-    }
-
-    fn store(&self, group: &str, plural: &str) -> Option<&Objects> {
-        self.objects.iter().find(|((g, p), _)| *g == group && *p == plural).map(|(_, objects)| objects)
-    }
-
-    /// A fresh number, for uids, generated names and IPs.
-    pub fn next_number(&mut self) -> u64 {
-        self.counter += 1;
-        self.counter
-    }
-
-    /// A uid that looks like one.
-    pub fn new_uid(&mut self) -> String {
-        let number = self.next_number();
-        format!("{:08x}-5a1e-4000-8000-{number:012x}", self.index)
-    }
-
-    /// The current resourceVersion.
-    #[must_use]
-    pub fn resource_version(&self) -> u64 {
-        self.resource_version
-    }
-
-    /// Stores (or, with `None`, removes) an object and records the event.
-    /// Everything that writes goes through here.
-    pub fn commit(&mut self, events: &Watchers, resource: &ResourceType, new: Option<Value>, key: (String, String)) {
-        self.resource_version += 1;
-        let rv = json!(self.resource_version.to_string());
-        let recording = self.recording;
-        // A proxy is ready while the Service it talks to has a ready istiod
-        // behind it: what decides that is which istiod Services of istio-system have
-        // ready endpoints. Only a change of that set sends the controller
-        // over every workload (a repointed Service or a deleted old
-        // revision, with every proxy already elsewhere, changes nothing).
-        let proxies_may_change = key.0 == admission::ISTIO_NAMESPACE && matches!(resource.plural, "services" | "pods");
-        let store = self.objects.entry(resource.storage_key()).or_default();
-        let (kind, facts, event_object, old) = match new {
-            Some(mut object) => {
-                object::metadata_mut(&mut object).insert("resourceVersion".into(), rv);
-                let facts = Facts::of(&object);
-                let object = Arc::new(object);
-                let event_object = recording.then(|| Arc::clone(&object));
-                let old = store.insert(key, object);
-                (if old.is_some() { EventType::Modified } else { EventType::Added }, facts, event_object, old)
-            }
-            None => {
-                let Some(mut removed) = store.remove(&key) else { return };
-                // A deletion has a resourceVersion of its own; copies the
-                // object only if a watch event still holds it.
-                object::metadata_mut(Arc::make_mut(&mut removed)).insert("resourceVersion".into(), rv);
-                (EventType::Deleted, Facts::of(&removed), Some(removed), None)
-            }
-        };
-        if resource.storage_key() == ("", "pods") {
-            let owner_before = match kind {
-                EventType::Added => None,
-                EventType::Modified => old.as_deref().and_then(owner_of),
-                EventType::Deleted => facts.owner.clone(),
-            };
-            let owner_after = if kind == EventType::Deleted { None } else { facts.owner.clone() };
-            self.index_owner(&facts.name, owner_before, owner_after);
-        }
-        self.note_change(resource, &facts);
-        if proxies_may_change {
-            let connected = admission::connected_services(self);
-            if connected != self.connected_services {
-                let before = std::mem::replace(&mut self.connected_services, connected);
-                if recording {
-                    let changed: Vec<String> = before
-                        .iter()
-                        .filter(|service| !self.connected_services.contains(service))
-                        .chain(self.connected_services.iter().filter(|service| !before.contains(service)))
-                        .cloned()
-                        .collect();
-                    self.mark_proxies_of(&changed);
-                }
-            }
-        }
-        if let (true, Some(object)) = (recording, event_object) {
-            let event = Arc::new(WatchEvent {
-                resource_version: self.resource_version,
-                resource: resource.storage_key(),
-                kind,
-                object,
-                old,
-            });
-            self.history.push_back(event.clone());
-            while self.history.len() > WATCH_HISTORY_COUNT_MAX {
-                if let Some(dropped) = self.history.pop_front() {
-                    self.history_from = dropped.resource_version;
-                }
-            }
-            events.send(&event);
-        }
-    }
-
-    /// Moves pod `name` in `pods_by_owner` from one owner to another.
-    fn index_owner(&mut self, name: &str, before: Option<WorkloadKey>, after: Option<WorkloadKey>) {
-        if before == after {
-            return;
-        }
-        if let Some(before) = before
-            && let Some(names) = self.pods_by_owner.get_mut(&before)
-        {
-            names.remove(name);
-            if names.is_empty() {
-                self.pods_by_owner.remove(&before);
-            }
-        }
-        if let Some(after) = after {
-            self.pods_by_owner.entry(after).or_default().insert(name.to_string());
-        }
-    }
-
-    /// Tells the controller what a change means for workloads.
-    fn note_change(&mut self, resource: &ResourceType, facts: &Facts) {
-        match resource.plural {
-            "deployments" | "statefulsets" | "daemonsets" => {
-                self.controller.dirty.insert((resource.plural, facts.namespace.clone(), facts.name.clone()));
-            }
-            "pods" => {
-                if let Some(owner) = &facts.owner {
-                    self.controller.dirty.insert(owner.clone());
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Marks for the controller the workloads whose proxies talk to one of
-    /// `services` (their readiness follows that Service's istiod), and
-    /// every rollout in progress (one whose admission failed, its injector
-    /// down, tries again). Every other workload's pods stay as they are: a
-    /// new revision's istiod coming up, or an old one going once every
-    /// proxy has left it, sends the controller over no workload.
-    pub(crate) fn mark_proxies_of(&mut self, services: &[String]) {
-        self.controller.all_marked_count += 1;
-        let mut marked: Vec<WorkloadKey> = self
-            .all("", "pods")
-            .filter(|pod| admission::proxy_service(pod).is_some_and(|service| services.iter().any(|s| s == service)))
-            .filter_map(owner_of)
-            .collect();
-        marked.extend(self.controller.rollouts.keys().cloned());
-        self.controller.dirty.extend(marked);
-    }
-
-    /// Marks every workload for the controller.
-    pub fn mark_all_workloads(&mut self) {
-        self.controller.all_marked_count += 1;
-        for plural in ["deployments", "statefulsets", "daemonsets"] {
-            let keys: Vec<WorkloadKey> = self
-                .store("apps", plural)
-                .into_iter()
-                .flat_map(BTreeMap::keys)
-                .map(|(ns, name)| (plural, ns.clone(), name.clone()))
-                .collect();
-            self.controller.dirty.extend(keys);
-        }
-    }
-
-    /// Starts recording watch events: seeding records none, so watches
-    /// start from the seeded state.
-    pub fn start_recording(&mut self) {
-        self.history.clear();
-        self.history_from = self.resource_version;
-        self.recording = true;
-    }
-}
-
-/// What the controller needs to know of a changed object.
-#[derive(Debug)]
-struct Facts {
-    namespace: String,
-    name: String,
-    owner: Option<WorkloadKey>,
-}
-
-impl Facts {
-    fn of(object: &Value) -> Self {
-        Self {
-            namespace: object::namespace(object).to_string(),
-            name: object::name(object).to_string(),
-            owner: owner_of(object),
-        }
-    }
-}
-
-/// The workload that owns a pod, from its owner reference.
-#[must_use]
-pub fn owner_of(pod: &Value) -> Option<WorkloadKey> {
-    let owner = pod.pointer("/metadata/ownerReferences")?.as_array()?.first()?;
-    let plural = match owner.get("kind")?.as_str()? {
-        "Deployment" => "deployments",
-        "StatefulSet" => "statefulsets",
-        "DaemonSet" => "daemonsets",
-        _ => return None,
-    };
-    Some((plural, object::namespace(pod).to_string(), owner.get("name")?.as_str()?.to_string()))
-}
 
 /// How a write is made.
 #[derive(Debug, Clone, Default)]
@@ -466,7 +70,9 @@ pub struct Cluster {
     state: Mutex<State>,
     events: Watchers,
     /// The JSON of list items as last written.
-    pub items_written: crate::api::ItemsWritten,
+    pub items_written: ItemsWritten,
+    /// What runs behind its Services.
+    pub programs: Arc<dyn Programs>,
     /// Its faults, switchable while it runs.
     pub faults: Arc<Faults>,
     /// How long a rollout takes before its new pods start.
@@ -478,14 +84,21 @@ pub struct Cluster {
 impl Cluster {
     /// An empty cluster.
     #[must_use]
-    pub fn new(name: &str, index: usize, rollout_delay: Duration, faults: Arc<Faults>) -> Self {
+    pub fn new(
+        name: &str,
+        index: usize,
+        rollout_delay: Duration,
+        faults: Arc<Faults>,
+        programs: Arc<dyn Programs>,
+    ) -> Self {
         let events = Watchers::default();
-        let state = State { index, ..State::default() };
+        let state = State::new(index, programs.clone());
         Self {
             name: name.into(),
             state: Mutex::new(state),
             events,
-            items_written: crate::api::ItemsWritten::default(),
+            items_written: ItemsWritten::default(),
+            programs,
             faults,
             rollout_delay,
             wake: Notify::new(),
@@ -545,7 +158,7 @@ impl Cluster {
             format!("{ns}/{name}")
         });
         let items = matching[..take].iter().map(|(_, object)| Arc::clone(object)).collect();
-        ListPage { items, resource_version: state.resource_version, continue_token, remaining: matching.len() - take }
+        ListPage { items, resource_version: state.resource_version(), continue_token, remaining: matching.len() - take }
     }
 
     /// `POST`: create.
@@ -576,7 +189,7 @@ impl Cluster {
         }
         self.check_namespace(&state, resource, namespace)?;
         validate::check(resource, &object, None)?;
-        object = self.admit(&state, resource, object, "CREATE")?;
+        object = webhooks::admit(&state, self.programs.as_ref(), resource, object, "CREATE")?;
         self.initialize(&mut state, &mut object, resource);
         apply::record_update(None, &mut object, &options.manager, &object::rfc3339(self.now_seconds()));
         if !options.dry_run {
@@ -680,11 +293,7 @@ impl Cluster {
             object::metadata_mut(&mut created).insert("managedFields".into(), fields.clone());
             if !options.dry_run {
                 let mut state = self.lock();
-                if let Some(stored) = state
-                    .objects
-                    .get_mut(&resource.storage_key())
-                    .and_then(|o| o.get_mut(&(namespace.to_string(), name.to_string())))
-                {
+                if let Some(stored) = state.object_mut(resource, namespace, name) {
                     object::metadata_mut(Arc::make_mut(stored)).insert("managedFields".into(), fields.clone());
                 }
             }
@@ -697,15 +306,13 @@ impl Cluster {
         state: &mut State,
         resource: &ResourceType,
         old: &Arc<Value>,
-        mut object: Value,
+        object: Value,
         options: &WriteOptions,
     ) -> Result<Arc<Value>, ApiError> {
         let name = object::name(old).to_string();
         let namespace = object::namespace(old).to_string();
         validate::check(resource, &object, Some(old))?;
-        if resource.group == "networking.istio.io" {
-            admission::validate_istio_config(state, resource.plural, &object, "UPDATE")?;
-        }
+        let mut object = webhooks::admit(state, self.programs.as_ref(), resource, object, "UPDATE")?;
         // Identity and status belong to the server.
         for field in ["uid", "creationTimestamp", "generation"] {
             match old.pointer(&format!("/metadata/{field}")) {
@@ -841,8 +448,7 @@ impl Cluster {
                     })
                 })
                 .collect(),
-            Some(rv) if rv < state.history_from => return Err(ApiError::gone(rv)),
-            Some(rv) => state.history.iter().filter(|event| event.resource_version > rv).cloned().collect(),
+            Some(rv) => state.history.since(rv).ok_or_else(|| ApiError::gone(rv))?,
         };
         Ok((initial, receiver))
     }
@@ -853,16 +459,6 @@ impl Cluster {
             return Err(ApiError::not_found(namespaces, namespace));
         }
         Ok(())
-    }
-
-    fn admit(&self, state: &State, resource: &ResourceType, object: Value, operation: &str) -> Result<Value, ApiError> {
-        match (resource.group, resource.plural) {
-            ("", "pods") => admission::admit_pod(state, object),
-            ("networking.istio.io", plural) => {
-                admission::validate_istio_config(state, plural, &object, operation).map(|()| object)
-            }
-            _ => Ok(object),
-        }
     }
 
     /// Server-set fields of a new object.
@@ -1081,45 +677,6 @@ fn apply_error(resource: &ResourceType, name: &str, err: ApplyError) -> ApiError
 mod tests {
     use super::*;
 
-    fn event(resource: (&'static str, &'static str), namespace: &str, resource_version: u64) -> Arc<WatchEvent> {
-        Arc::new(WatchEvent {
-            resource_version,
-            resource,
-            kind: EventType::Added,
-            object: Arc::new(json!({"metadata": {"name": "x", "namespace": namespace}})),
-            old: None,
-        })
-    }
-
-    /// A write reaches only the watches of its resource and namespace; a
-    /// watch too slow to keep up is cut off after what it has.
-    #[test]
-    fn writes_reach_the_watches_of_their_resource_and_namespace() {
-        const DEPLOYMENTS: (&str, &str) = ("apps", "deployments");
-        let watchers = Watchers::default();
-        let mut shop = watchers.subscribe(DEPLOYMENTS, Some("shop")).expect("subscribed");
-        let mut everywhere = watchers.subscribe(DEPLOYMENTS, None).expect("subscribed");
-        let mut pods = watchers.subscribe(("", "pods"), Some("shop")).expect("subscribed");
-        watchers.send(&event(DEPLOYMENTS, "shop", 1));
-        watchers.send(&event(DEPLOYMENTS, "bank", 2));
-        watchers.send(&event(("", "pods"), "bank", 3));
-        let versions = |receiver: &mut mpsc::Receiver<Arc<WatchEvent>>| {
-            std::iter::from_fn(|| receiver.try_recv().ok()).map(|e| e.resource_version).collect::<Vec<_>>()
-        };
-        assert_eq!(versions(&mut shop), [1]);
-        assert_eq!(versions(&mut everywhere), [1, 2]);
-        assert_eq!(versions(&mut pods), Vec::<u64>::new());
-
-        for rv in 0..=WATCH_BUFFER_COUNT_MAX as u64 {
-            watchers.send(&event(DEPLOYMENTS, "shop", 10 + rv));
-        }
-        assert_eq!(versions(&mut shop).len(), WATCH_BUFFER_COUNT_MAX, "a full buffer is kept");
-        assert!(shop.is_closed(), "and then the watch is cut off");
-        drop(everywhere);
-        watchers.send(&event(DEPLOYMENTS, "shop", 1_000_000));
-        assert_eq!(watchers.open.lock().expect("lock").len(), 1, "closed watches are let go: only the pods' is left");
-    }
-
     /// A strategic-merge patch changes what it names and keeps the rest:
     /// the stored status, and every manager's ownership beside the
     /// patcher's (the patch merges into a copy without either).
@@ -1129,7 +686,7 @@ mod tests {
         let cluster = crate::fixtures::shop("patch", &seed);
         let deployments = resources::find("apps", "v1", "deployments").expect("served");
         cluster.create(deployments, "shop", crate::fixtures::web(2, "v1"), &seed).expect("create");
-        crate::controller::reconcile_pending(&cluster, &mut cluster.lock(), Instant::now());
+        super::super::controller::reconcile_pending(&cluster, &mut cluster.lock(), std::time::Instant::now());
         let before = cluster.lock().get("apps", "deployments", "shop", "web").cloned().expect("stored");
         assert!(before.get("status").is_some_and(|status| status["replicas"] == 2), "the controller wrote a status");
 

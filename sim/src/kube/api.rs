@@ -12,13 +12,16 @@ use axum::response::{IntoResponse, Response};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, EventType, PatchType, WatchEvent, WriteOptions};
+use super::cluster::{Cluster, PatchType, WriteOptions};
+use super::object;
+use super::resources::{self, RESOURCES, ResourceType};
+use super::selector::{FieldSelector, LabelSelector};
+use super::state::endpoints;
+use super::status::ApiError;
+use super::table;
+use super::watch::{EventType, WatchEvent};
+use super::written::ItemsWritten;
 use crate::faults::FaultConfig;
-use crate::object;
-use crate::resources::{self, RESOURCES, ResourceType};
-use crate::selector::{FieldSelector, LabelSelector};
-use crate::status::ApiError;
-use crate::table;
 
 /// Watch events queued per stream before the stream is cut off.
 const WATCH_STREAM_COUNT_MAX: usize = 1_024;
@@ -114,61 +117,6 @@ fn list_response(written: &ItemsWritten, resource: &ResourceType, metadata: &Val
     }
     body.extend_from_slice(b"]}");
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// The JSON of list items as last written, by stored object. The entry
-/// holds the object weakly: its JSON holds while the object lives at that
-/// address. An object changed in place through `Arc::make_mut` (a
-/// deletion stamping its resourceVersion) is moved to a new allocation
-/// when weak references to it exist, so a change is never answered with
-/// what was written before it.
-#[derive(Debug, Default)]
-pub struct ItemsWritten {
-    entries: std::sync::Mutex<ItemsWrittenEntries>,
-}
-
-#[derive(Debug, Default)]
-struct ItemsWrittenEntries {
-    by_object: std::collections::HashMap<usize, (std::sync::Weak<Value>, Arc<[u8]>)>,
-    /// Entries at the last sweep of dead ones; the next sweep comes at twice as many.
-    swept_count: usize,
-}
-
-/// Entries kept before dead ones are swept (and at least twice as many as
-/// were alive at the last sweep).
-const ITEMS_WRITTEN_SWEEP_COUNT_MIN: usize = 4_096;
-
-impl ItemsWritten {
-    /// Appends `item` as a list item to `out`.
-    fn write(&self, item: &Arc<Value>, out: &mut Vec<u8>) {
-        let key = Arc::as_ptr(item) as usize;
-        let cached = {
-            let entries = self.entries.lock().expect("items written lock poisoned");
-            entries.by_object.get(&key).filter(|(weak, _)| weak.strong_count() > 0).map(|(_, json)| Arc::clone(json))
-        };
-        if let Some(json) = cached {
-            out.extend_from_slice(&json);
-            return;
-        }
-        let json: Arc<[u8]> = serde_json::to_vec(&ListItem(item)).unwrap_or_default().into();
-        out.extend_from_slice(&json);
-        let mut entries = self.entries.lock().expect("items written lock poisoned");
-        entries.by_object.insert(key, (Arc::downgrade(item), json));
-        if entries.by_object.len() >= (2 * entries.swept_count).max(ITEMS_WRITTEN_SWEEP_COUNT_MIN) {
-            entries.by_object.retain(|_, (weak, _)| weak.strong_count() > 0);
-            entries.swept_count = entries.by_object.len();
-        }
-    }
-}
-
-/// An item of a typed list: the object without its kind and apiVersion.
-struct ListItem<'a>(&'a Value);
-
-impl Serialize for ListItem<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let Value::Object(fields) = self.0 else { return self.0.serialize(serializer) };
-        serializer.collect_map(fields.iter().filter(|(key, _)| !matches!(key.as_str(), "kind" | "apiVersion")))
-    }
 }
 
 /// A stored object with its kind and apiVersion first, whether or not it
@@ -268,9 +216,40 @@ impl Request<'_> {
             {
                 Ok(json_response(StatusCode::OK, &resource_list(group, version)))
             }
+            ["api", "v1", "namespaces", namespace, "services", service, "proxy", path @ ..] => {
+                self.service_proxy(namespace, service, path)
+            }
             ["api", "v1", rest @ ..] => self.resource("", "v1", rest),
             ["apis", group, version, rest @ ..] => self.resource(group, version, rest),
             _ => Err(ApiError::no_such_resource()),
+        }
+    }
+
+    /// The API server's proxy to a Service (`NAME[:PORT]`): a ready pod
+    /// behind it answers, with what the program it runs serves there.
+    fn service_proxy(&self, namespace: &str, service: &str, path: &[&str]) -> Result<Response, ApiError> {
+        let (name, port) = match service.split_once(':') {
+            Some((name, port)) => {
+                let port = port.parse::<u16>().map_err(|_| ApiError::bad_request(format!("invalid port {port:?}")))?;
+                (name, port)
+            }
+            None => (service, 80),
+        };
+        let path = format!("/{}", path.join("/"));
+        let state = self.cluster.lock();
+        let services = resources::find("", "v1", "services").expect("services are served");
+        if state.get("", "services", namespace, name).is_none() {
+            return Err(ApiError::not_found(services, name));
+        }
+        let Some(endpoint) = endpoints(&state, namespace, name).into_iter().next() else {
+            return Err(ApiError::service_unavailable(format!("no endpoints available for service \"{name}\"")));
+        };
+        match self.cluster.programs.serve(&state, endpoint, port, &path) {
+            Some((code, body)) => Ok(json_response(StatusCode::from_u16(code).unwrap_or(StatusCode::OK), &body)),
+            None => Err(ApiError::service_unavailable(format!(
+                "error trying to reach service: dial tcp {}:{port}: connect: connection refused",
+                endpoint.pointer("/status/podIP").and_then(Value::as_str).unwrap_or_default()
+            ))),
         }
     }
 
@@ -385,7 +364,7 @@ impl Request<'_> {
             Method::GET => {
                 let object = self.cluster.get(resource, namespace, name)?;
                 if self.wants_table() {
-                    let rv = crate::object::resource_version(&object).unwrap_or(0);
+                    let rv = crate::kube::object::resource_version(&object).unwrap_or(0);
                     return Ok(json_response(
                         StatusCode::OK,
                         &table::table(resource.plural, [object.as_ref()], rv, self.cluster.now_seconds(), true),
@@ -647,42 +626,4 @@ fn resource_list(group: &str, version: &str) -> Value {
     }
     let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries})
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn written(items: &ItemsWritten, item: &Arc<Value>) -> Value {
-        let mut out = Vec::new();
-        items.write(item, &mut out);
-        serde_json::from_slice(&out).expect("an item is JSON")
-    }
-
-    /// A list item's JSON is kept while its object lives and written again
-    /// from the object for any other object, also one at the same address.
-    #[test]
-    fn list_items_are_written_once_per_stored_object() {
-        let items = ItemsWritten::default();
-        let first =
-            Arc::new(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}}));
-        assert_eq!(written(&items, &first), json!({"metadata": {"name": "a"}, "data": {"x": "1"}}));
-        assert_eq!(written(&items, &first)["data"]["x"], "1");
-        assert_eq!(items.entries.lock().expect("lock").by_object.len(), 1, "written once, kept");
-        // Changed through make_mut (as a deletion stamps its resourceVersion): written afresh.
-        let mut first = first;
-        crate::object::metadata_mut(Arc::make_mut(&mut first)).insert("resourceVersion".into(), json!("7"));
-        assert_eq!(written(&items, &first)["metadata"]["resourceVersion"], "7");
-        drop(first);
-        for round in 0..3 {
-            // A new object, whatever address it gets, is written afresh.
-            let next = Arc::new(json!({"metadata": {"name": "a"}, "data": {"x": format!("v{round}")}}));
-            assert_eq!(written(&items, &next)["data"]["x"], format!("v{round}"));
-        }
-        for _ in 0..2 * ITEMS_WRITTEN_SWEEP_COUNT_MIN {
-            written(&items, &Arc::new(json!({"metadata": {"name": "gone"}})));
-        }
-        let kept = items.entries.lock().expect("lock").by_object.len();
-        assert!(kept <= ITEMS_WRITTEN_SWEEP_COUNT_MIN, "entries of objects gone are swept: {kept} kept");
-    }
 }

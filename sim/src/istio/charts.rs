@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use crate::admission::minor_of;
+use super::version::minor_of;
 
 /// Where Istio lives.
 pub const ISTIO_NAMESPACE: &str = "istio-system";
@@ -35,7 +35,7 @@ impl Revision {
                     .into(),
             );
         }
-        if let Err(why) = crate::object::check_dns_label(name) {
+        if let Err(why) = crate::kube::object::check_dns_label(name) {
             let hint = if name.contains('.') { format!("; use {:?}", name.replace('.', "-")) } else { String::new() };
             return Err(format!("revision {name:?} is not a DNS-1123 label{hint}: {why}"));
         }

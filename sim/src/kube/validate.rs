@@ -2,10 +2,10 @@
 
 use serde_json::Value;
 
-use crate::object::{self, check_dns_label, check_dns_subdomain};
-use crate::resources::ResourceType;
-use crate::selector::{LabelSelector, check_key, check_value};
-use crate::status::ApiError;
+use super::object::{self, check_dns_label, check_dns_subdomain};
+use super::resources::ResourceType;
+use super::selector::{LabelSelector, check_key, check_value};
+use super::status::ApiError;
 
 /// Checks a new or changed object of type `resource`; `old` is the stored
 /// one for updates.

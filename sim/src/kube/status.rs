@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::resources::ResourceType;
+use super::resources::ResourceType;
 
 /// An API error: the HTTP code and the `Status` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +131,12 @@ impl ApiError {
     #[must_use]
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+    }
+
+    /// 503, as the service proxy answers when nothing behind a Service does.
+    #[must_use]
+    pub fn service_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "ServiceUnavailable", message.into())
     }
 
     /// 429.

@@ -7,25 +7,26 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::admission;
-use crate::cluster::{Cluster, WriteOptions};
-use crate::controller;
 use crate::faults::{FaultConfig, Faults};
-use crate::istio::{self, Revision};
-use crate::resources;
+use crate::istio::charts::{self as istio, Revision};
+use crate::istio::istiod::{IstioPrograms, control_plane_of};
+use crate::kube::cluster::{Cluster, WriteOptions};
+use crate::kube::controller;
+use crate::kube::resources;
 
 fn create(cluster: &Cluster, object: Value) -> Result<Value, String> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
     let resource = resources::by_kind(group, object["kind"].as_str().unwrap_or_default()).expect("known kind");
-    let namespace = crate::object::namespace(&object).to_string();
+    let namespace = crate::kube::object::namespace(&object).to_string();
     let options = WriteOptions { manager: "test".into(), ..WriteOptions::default() };
     cluster.create(resource, &namespace, object, &options).map_err(|err| err.message)
 }
 
 /// A cluster with these revisions installed (the first is the base) and these tags.
 fn cluster(revisions: &[(&str, &str)], tags: &[(&str, &str)]) -> Cluster {
-    let cluster = Cluster::new("table", 0, Duration::ZERO, Arc::new(Faults::new(FaultConfig::default(), 1)));
+    let faults = Arc::new(Faults::new(FaultConfig::default(), 1));
+    let cluster = Cluster::new("table", 0, Duration::ZERO, faults, Arc::new(IstioPrograms));
     for name in ["kube-system", "default"] {
         create(&cluster, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
             .expect("namespace");
@@ -77,7 +78,7 @@ fn injected(
         "metadata": {"name": format!("pod-{case}"), "namespace": namespace, "labels": pod_labels, "annotations": pod_annotations},
         "spec": {"hostNetwork": host_network, "containers": [{"name": "app", "image": "app:1"}]}});
     let created = create(cluster, pod)?;
-    Ok(admission::proxy_service(&created).map(|service| {
+    Ok(control_plane_of(&created).map(|(_, service)| {
         if service == "istiod" { "default".to_string() } else { service.trim_start_matches("istiod-").to_string() }
     }))
 }
@@ -350,13 +351,13 @@ fn an_istiod_coming_or_going_marks_only_the_workloads_of_its_proxies() {
     controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
     assert!(state.controller.dirty.is_empty());
     let web = |namespace: &str| ("deployments", namespace.to_string(), "web".to_string());
-    state.mark_proxies_of(&["istiod-canary".to_string()]);
+    state.mark_followers_of(&[("istio-system".to_string(), "istiod-canary".to_string())]);
     assert!(
         state.controller.dirty.is_empty(),
         "no proxy talks to a new revision's istiod: {:?}",
         state.controller.dirty
     );
-    state.mark_proxies_of(&["istiod".to_string()]);
+    state.mark_followers_of(&[("istio-system".to_string(), "istiod".to_string())]);
     assert!(state.controller.dirty.contains(&web("shop")), "shop's proxies talk to istiod");
     assert!(!state.controller.dirty.contains(&web("plain")), "plain has no proxy");
     controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
@@ -365,8 +366,9 @@ fn an_istiod_coming_or_going_marks_only_the_workloads_of_its_proxies() {
     let deployments = resources::find("apps", "v1", "deployments").expect("served");
     cluster.remove(&mut state, deployments, "istio-system", "istiod");
     controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
-    let ready =
-        |namespace: &str| state.in_namespace("", "pods", namespace).map(admission::pod_ready).collect::<Vec<_>>();
+    let ready = |namespace: &str| {
+        state.in_namespace("", "pods", namespace).map(crate::kube::state::pod_ready).collect::<Vec<_>>()
+    };
     assert_eq!(ready("shop"), [false]);
     assert_eq!(ready("plain"), [true]);
 }
@@ -384,13 +386,13 @@ fn pod_readiness_follows_the_crash_fault_and_the_istiod_and_nothing_else() {
     .expect("namespace");
     create(&cluster, crate::fixtures::web(2, "v1")).expect("deployment");
     let mut state = cluster.lock();
-    let look_again = |state: &mut crate::cluster::State| {
+    let look_again = |state: &mut crate::kube::state::State| {
         state.mark_all_workloads();
         controller::reconcile_pending(&cluster, state, std::time::Instant::now());
     };
     look_again(&mut state);
-    let ready = |state: &crate::cluster::State| {
-        state.in_namespace("", "pods", "shop").map(admission::pod_ready).collect::<Vec<_>>()
+    let ready = |state: &crate::kube::state::State| {
+        state.in_namespace("", "pods", "shop").map(crate::kube::state::pod_ready).collect::<Vec<_>>()
     };
     assert_eq!(ready(&state), [true, true]);
     let written = state.resource_version();
@@ -416,11 +418,11 @@ fn pod_readiness_follows_the_crash_fault_and_the_istiod_and_nothing_else() {
 fn a_gateway_rolling_out_marks_no_workload() {
     let cluster = cluster(&[("default", "1.10.0")], &[]);
     let deployments = resources::find("apps", "v1", "deployments").expect("served");
-    let gateway_pods = |state: &crate::cluster::State| {
+    let gateway_pods = |state: &crate::kube::state::State| {
         let mut names: Vec<String> = state
-            .in_namespace("", "pods", admission::ISTIO_NAMESPACE)
-            .filter(|pod| crate::object::label(pod, "istio") == Some("ingressgateway"))
-            .map(|pod| crate::object::name(pod).to_string())
+            .in_namespace("", "pods", crate::istio::istiod::ISTIO_NAMESPACE)
+            .filter(|pod| crate::kube::object::label(pod, "istio") == Some("ingressgateway"))
+            .map(|pod| crate::kube::object::name(pod).to_string())
             .collect();
         names.sort();
         names
@@ -435,9 +437,9 @@ fn a_gateway_rolling_out_marks_no_workload() {
     cluster
         .patch(
             deployments,
-            admission::ISTIO_NAMESPACE,
+            crate::istio::istiod::ISTIO_NAMESPACE,
             "istio-ingressgateway",
-            crate::cluster::PatchType::Strategic,
+            crate::kube::cluster::PatchType::Strategic,
             &restart,
             &options,
         )

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::patch::{is_atomic_map, is_primitive_set, merge_key, strategic};
+use super::patch::{is_atomic_map, is_primitive_set, merge_key, strategic};
 
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::admission;
-use crate::cluster::{Cluster, Rollout, State, WorkloadKey, pod_status, short_suffix};
-use crate::object;
-use crate::resources::{self, ResourceType};
+use super::cluster::{Cluster, pod_status, short_suffix};
+use super::object;
+use super::resources::{self, ResourceType};
+use super::state::{Rollout, State, WorkloadKey, pod_ready};
+use super::webhooks;
 
 /// Nodes a DaemonSet runs on.
 pub const NODES: [&str; 2] = ["sim-node-0", "sim-node-1"];
@@ -216,7 +217,7 @@ fn owned_pods(state: &State, workload: &Value, plural: &'static str) -> Vec<Owne
         .map(|pod| OwnedPod {
             name: object::name(pod).to_string(),
             hash: object::label(pod, hash_label(plural)).map(str::to_string),
-            ready: admission::pod_ready(pod),
+            ready: pod_ready(pod),
         })
         .collect()
 }
@@ -328,28 +329,15 @@ fn new_pod(
         },
         "spec": spec
     });
-    pod = if admission::is_gateway_template(&template) {
-        admission::gateway_pod(state, pod)
-    } else {
-        admission::admit_pod(state, pod).map_err(|err| err.message)?
-    };
+    pod = webhooks::admit(state, cluster.programs.as_ref(), pod_type(), pod, "CREATE").map_err(|err| err.message)?;
     let uid = state.new_uid();
     let created = object::rfc3339(cluster.now_seconds());
     let metadata = object::metadata_mut(&mut pod);
     metadata.insert("uid".into(), json!(uid));
     metadata.insert("creationTimestamp".into(), json!(created));
-    let ready = proxy_connected(state, &pod) && !cluster.faults.crash_looping(namespace, name);
+    let ready = state.readiness_holds(&pod) && !cluster.faults.crash_looping(namespace, name);
     pod["status"] = pod_status(state.index, number, ready, &created, &pod);
     Ok(pod)
-}
-
-/// A pod without a proxy is fine; one with a proxy needs its istiod.
-#[must_use]
-pub fn proxy_connected(state: &State, pod: &Value) -> bool {
-    match admission::proxy_service(pod) {
-        Some(service) => state.connected(service),
-        None => true,
-    }
 }
 
 fn update_pod_readiness(cluster: &Cluster, state: &mut State, key: &WorkloadKey, crash: bool) {
@@ -357,10 +345,10 @@ fn update_pod_readiness(cluster: &Cluster, state: &mut State, key: &WorkloadKey,
     let changing: Vec<(Value, bool)> = state
         .pods_of(key)
         .filter_map(|pod| {
-            let ready = !crash && proxy_connected(state, pod);
+            let ready = !crash && state.readiness_holds(pod);
             let crashing = pod.pointer("/status/containerStatuses/0/state/waiting/reason").and_then(Value::as_str)
                 == Some("CrashLoopBackOff");
-            (ready != admission::pod_ready(pod) || crash != crashing).then(|| (pod.clone(), ready))
+            (ready != pod_ready(pod) || crash != crashing).then(|| (pod.clone(), ready))
         })
         .collect();
     for (mut updated, ready) in changing {
@@ -546,8 +534,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::cluster::{PatchType, WriteOptions};
     use crate::fixtures;
+    use crate::kube::cluster::{PatchType, WriteOptions};
 
     /// One look at a workload leaves nothing for a second look to do, also
     /// when a rollout is scaled down as it starts: the look drops its own

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::object;
+use super::object;
 
 /// A column: its name and whether it shows only with `-o wide`.
 type Column = (&'static str, &'static str, u8);

@@ -151,7 +151,7 @@ pub fn check_key(key: &str) -> Result<String, String> {
         None => (None, key),
     };
     if let Some(prefix) = prefix
-        && crate::object::check_dns_subdomain(prefix).is_err()
+        && crate::kube::object::check_dns_subdomain(prefix).is_err()
     {
         return Err(format!("prefix part of {key:?} must be a DNS subdomain"));
     }
