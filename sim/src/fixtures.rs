@@ -10,14 +10,15 @@ use crate::faults::{FaultConfig, Faults};
 use crate::kube::cluster::{Cluster, WriteOptions};
 use crate::kube::resources;
 use crate::kube::state::{ReadinessGates, ServiceKey, State};
+use crate::kube::resources::KubeVersion;
 use crate::kube::webhooks::{Call, Programs};
 
 /// A cluster named `name` (rollouts due at once, no faults) with namespace
 /// `shop`, created by `writer`.
 pub fn shop(name: &str, writer: &WriteOptions) -> Cluster {
     let faults = Arc::new(Faults::new(FaultConfig::default(), 1));
-    let cluster = Cluster::new(name, 0, Duration::ZERO, faults, Arc::new(NoPrograms));
-    let namespaces = resources::find("", "v1", "namespaces").expect("served");
+    let cluster = Cluster::new(name, 0, Duration::ZERO, faults, Arc::new(NoPrograms), KubeVersion::default());
+    let namespaces = resources::builtin("", "v1", "namespaces");
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
     cluster.create(namespaces, "", namespace, writer).expect("namespace");
     cluster

@@ -9,11 +9,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::faults::{FaultConfig, Faults};
-use crate::istio::charts::{self, Revision};
+use crate::istio::charts::{self, GatewayKind, Render, Revision};
+use crate::istio::installer::{self, Installer};
 use crate::istio::istiod::{ISTIO_NAMESPACE, IstioPrograms};
+use crate::kube::resources::KubeVersion;
 use crate::kube::cluster::{Cluster, WriteOptions};
 use crate::kube::controller;
-use crate::kube::resources;
 
 /// Workload names seeded into each namespace, in order (then numbered).
 const APP_NAMES: [&str; 10] =
@@ -52,6 +53,23 @@ pub struct FleetConfig {
     /// A revision tag to create for the installed revision; namespaces are
     /// then labelled `istio.io/rev=<tag>` (the stable-tag flow).
     pub namespace_tag: Option<String>,
+    /// The clusters' Kubernetes release; `None`: what the Istio version
+    /// ran on (1.18 for Istio up to 1.8, else 1.32).
+    pub kube_version: Option<KubeVersion>,
+    /// Who installed Istio: istioctl (owner labels on everything) or Helm.
+    pub installer: Installer,
+    /// Values of the installed revision's charts (hub, variant, CA address, autoscaling).
+    pub render: Render,
+    /// The istio CNI node agent (DaemonSet `istio-cni-node`).
+    pub cni: bool,
+    /// ztunnel (DaemonSet `ztunnel`).
+    pub ztunnel: bool,
+    /// An in-cluster operator (`istio-operator` reconciling an IstioOperator).
+    pub operator: bool,
+    /// Rendered objects to install (as `installer` would) in place of the
+    /// simulator's own rendering of `revision` and `version`: real
+    /// generated output, for one (`canaryflow sim --install FILE`).
+    pub install: Vec<Vec<Value>>,
 }
 
 impl Default for FleetConfig {
@@ -69,6 +87,13 @@ impl Default for FleetConfig {
             faults: FaultConfig::default(),
             seed: 1,
             namespace_tag: None,
+            kube_version: None,
+            installer: Installer::Istioctl,
+            render: Render::default(),
+            cni: false,
+            ztunnel: false,
+            operator: false,
+            install: Vec::new(),
         }
     }
 }
@@ -145,7 +170,9 @@ impl Fleet {
             faults.latency_ms =
                 faults.latency_ms.max(u64::try_from(config.api_latency.as_millis()).unwrap_or(u64::MAX));
             let faults = Arc::new(Faults::new(faults, config.seed.wrapping_add(index as u64 + 1)));
-            let cluster = Arc::new(Cluster::new(name, index, config.rollout_delay, faults, Arc::new(IstioPrograms)));
+            let kube = config.kube_version.unwrap_or_else(|| kube_for(&config.version));
+            let cluster =
+                Arc::new(Cluster::new(name, index, config.rollout_delay, faults, Arc::new(IstioPrograms), kube));
             let (config, revision) = (config.clone(), revision.clone());
             seeding.spawn(async move { seed(&cluster, &config, &revision).map(|()| (index, cluster)) });
         }
@@ -225,17 +252,26 @@ fn nth_name(names: &[&str], index: usize) -> String {
     if index < names.len() { base.to_string() } else { format!("{base}-{}", index / names.len()) }
 }
 
+/// The Kubernetes release an Istio version ran on, for a cluster that
+/// does not say: the newest that release supports (Istio 1.6 ran on 1.15
+/// to 1.18: its charts use APIs later releases removed), at most 1.32.
+fn kube_for(version: &str) -> KubeVersion {
+    let (_, newest) = crate::istio::version::kubernetes_supported(crate::istio::version::minor_of(version));
+    KubeVersion { minor: newest.min(KubeVersion::default().minor) }
+}
+
 /// Seeds a cluster before it serves: system namespaces, Istio installed and
-/// running, application namespaces of injected workloads.
+/// running as its installer leaves it, application namespaces of injected
+/// workloads.
 fn seed(cluster: &Cluster, config: &FleetConfig, revision: &Revision) -> Result<(), FleetError> {
     let fail = |why: String| FleetError::Seed { cluster: cluster.name.clone(), why };
-    let system = ["default", "kube-system", "kube-public", "kube-node-lease"]
-        .map(|name| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
-    let mut objects: Vec<Value> = system.to_vec();
-    objects.extend(charts::base(&revision.version));
-    objects.extend(charts::control_plane(revision));
+    let options = WriteOptions { manager: "istioctl".into(), ..WriteOptions::default() };
+    let mut objects: Vec<Value> = ["default", "kube-system", "kube-public", "kube-node-lease", ISTIO_NAMESPACE]
+        .map(|name| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        .to_vec();
+    objects.extend(istio_install(config, revision, cluster.resources.version));
     if let Some(tag) = &config.namespace_tag {
-        objects.push(charts::revision_tag(tag, revision));
+        objects.extend(charts::revision_tag(tag, revision));
     }
     let injection = match (&config.namespace_tag, revision.is_default()) {
         (Some(tag), _) => json!({"istio.io/rev": tag}),
@@ -257,7 +293,9 @@ fn seed(cluster: &Cluster, config: &FleetConfig, revision: &Revision) -> Result<
         objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio-ca-root-cert", "namespace": namespace},
                             "data": {"root-cert.pem": "-----BEGIN CERTIFICATE-----\nsimulated\n-----END CERTIFICATE-----\n"}}));
     }
-    let options = WriteOptions { manager: "istioctl".into(), ..WriteOptions::default() };
+    // Written by istiod at its start, not by the installer: its self-signed CA.
+    objects.push(json!({"apiVersion": "v1", "kind": "Secret", "type": "istio.io/ca-root", "metadata": {"name": "istio-ca-secret", "namespace": ISTIO_NAMESPACE},
+           "data": {"ca-cert.pem": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t", "ca-key.pem": "c2ltdWxhdGVkLWNhLWtleQ=="}}));
     for object in objects {
         create(cluster, object, &options).map_err(fail)?;
     }
@@ -267,11 +305,60 @@ fn seed(cluster: &Cluster, config: &FleetConfig, revision: &Revision) -> Result<
     Ok(())
 }
 
+/// Istio as the installer leaves it: the files given, or the simulator's
+/// rendering of `revision` (base, control plane, gateway, then the node
+/// agents asked for), labelled by the installer; from 1.12 with the
+/// `default` tag istioctl deploys on a first install; and the in-cluster
+/// operator when asked.
+fn istio_install(config: &FleetConfig, revision: &Revision, kube: KubeVersion) -> Vec<Value> {
+    let mut render = config.render.clone();
+    render.kube = kube;
+    let version = revision.version.as_str();
+    let mut objects = Vec::new();
+    if config.install.is_empty() {
+        objects.extend(installer::installed(config.installer, charts::base(version, &render), &revision.name, version));
+        objects.extend(installer::installed(config.installer, charts::discovery(revision, &render), &revision.name, version));
+        let gateway = charts::gateway(GatewayKind::Ingress, "istio-ingressgateway", revision, &render);
+        objects.extend(installer::installed(config.installer, gateway, &revision.name, version));
+        if config.cni {
+            objects.extend(installer::installed(config.installer, charts::cni(version, "default"), "default", version));
+        }
+        if config.ztunnel {
+            objects.extend(installer::installed(config.installer, charts::ztunnel(version), "default", version));
+        }
+    } else {
+        for file in &config.install {
+            let file_revision = installer::revision_of(file);
+            let file_version = installer::version_of(file).unwrap_or_else(|| version.to_string());
+            objects.extend(installer::installed(config.installer, file.clone(), &file_revision, &file_version));
+        }
+    }
+    // CRDs first: what they define must be served before objects of their kinds.
+    objects.sort_by_key(|o| o["kind"] != "CustomResourceDefinition");
+    if revision.minor() >= 12 && config.installer == Installer::Istioctl {
+        let default_injector = "istio-sidecar-injector";
+        if revision.is_default() {
+            for object in objects.iter_mut().filter(|o| o["kind"] == "MutatingWebhookConfiguration") {
+                if crate::kube::object::name(object) == default_injector {
+                    installer::deactivate_default_injector(object);
+                }
+            }
+        }
+        objects.extend(installer::installed_default_tag(charts::revision_tag("default", revision), version));
+    }
+    if config.operator {
+        objects.extend(charts::operator(version));
+    }
+    objects
+}
+
 fn create(cluster: &Cluster, object: Value, options: &WriteOptions) -> Result<(), String> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
     let kind = object["kind"].as_str().unwrap_or_default();
-    let resource = resources::by_kind(group, kind).ok_or_else(|| format!("no resource for {api_version} {kind}"))?;
+    let resource = cluster
+        .resources
+        .by_api_version(api_version, kind)
+        .ok_or_else(|| format!("the cluster does not serve {api_version} {kind}"))?;
     let namespace = crate::kube::object::namespace(&object).to_string();
     cluster.create(resource, &namespace, object, options).map(|_| ()).map_err(|err| err.to_string())
 }

@@ -8,16 +8,19 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::faults::{FaultConfig, Faults};
-use crate::istio::charts::{self as istio, Revision};
+use crate::istio::charts::{self as istio, GatewayKind, Render, Revision};
 use crate::istio::istiod::{IstioPrograms, control_plane_of};
 use crate::kube::cluster::{Cluster, WriteOptions};
 use crate::kube::controller;
-use crate::kube::resources;
+use crate::kube::resources::{self, KubeVersion};
 
 fn create(cluster: &Cluster, object: Value) -> Result<Value, String> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
-    let resource = resources::by_kind(group, object["kind"].as_str().unwrap_or_default()).expect("known kind");
+    let resource = cluster
+        .resources
+        .by_api_version(api_version, object["kind"].as_str().unwrap_or_default())
+        .unwrap_or_else(|| panic!("{group} {api_version} is served"));
     let namespace = crate::kube::object::namespace(&object).to_string();
     let options = WriteOptions { manager: "test".into(), ..WriteOptions::default() };
     cluster.create(resource, &namespace, object, &options).map_err(|err| err.message)
@@ -26,16 +29,22 @@ fn create(cluster: &Cluster, object: Value) -> Result<Value, String> {
 /// A cluster with these revisions installed (the first is the base) and these tags.
 fn cluster(revisions: &[(&str, &str)], tags: &[(&str, &str)]) -> Cluster {
     let faults = Arc::new(Faults::new(FaultConfig::default(), 1));
-    let cluster = Cluster::new("table", 0, Duration::ZERO, faults, Arc::new(IstioPrograms));
-    for name in ["kube-system", "default"] {
+    let minor = crate::istio::version::minor_of(revisions[0].1);
+    let kube = KubeVersion { minor: crate::istio::version::kubernetes_supported(minor).1.min(32) };
+    let cluster = Cluster::new("table", 0, Duration::ZERO, faults, Arc::new(IstioPrograms), kube);
+    for name in ["kube-system", "default", "istio-system"] {
         create(&cluster, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
             .expect("namespace");
     }
-    for object in istio::base(revisions[0].1) {
+    let render = Render::for_kube(kube);
+    for object in istio::base(revisions[0].1, &render) {
         create(&cluster, object).expect("base");
     }
     for (name, version) in revisions {
-        for object in istio::control_plane(&Revision::new(name, version).expect("revision")) {
+        let revision = Revision::new(name, version).expect("revision");
+        let mut objects = istio::discovery(&revision, &render);
+        objects.extend(istio::gateway(GatewayKind::Ingress, "istio-ingressgateway", &revision, &render));
+        for object in objects {
             // The gateway is one object that each revision upgrades in place:
             // a later revision's copy is an update, not a new object.
             match create(&cluster, object) {
@@ -48,7 +57,9 @@ fn cluster(revisions: &[(&str, &str)], tags: &[(&str, &str)]) -> Cluster {
     }
     for (tag, target) in tags {
         let version = revisions.iter().find(|(name, _)| name == target).expect("target installed").1;
-        create(&cluster, istio::revision_tag(tag, &Revision::new(target, version).expect("revision"))).expect("tag");
+        for object in istio::revision_tag(tag, &Revision::new(target, version).expect("revision")) {
+            create(&cluster, object).expect("tag");
+        }
     }
     let mut state = cluster.lock();
     controller::settle_now(&cluster, &mut state);
@@ -276,7 +287,7 @@ fn what_a_webhook_does_when_its_revision_is_gone_or_down() {
     // The webhook is deleted: nothing matches, the pod runs without a sidecar.
     let mut state = cluster.lock();
     let webhooks =
-        resources::find("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations").expect("served");
+        resources::builtin("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations");
     cluster.remove(&mut state, webhooks, "", "istio-sidecar-injector-canary");
     drop(state);
     let got =
@@ -286,7 +297,7 @@ fn what_a_webhook_does_when_its_revision_is_gone_or_down() {
     // The webhook exists but its istiod is down: failurePolicy Fail refuses the pod.
     let cluster = self::cluster(&[("default", "1.10.0"), ("canary", "1.11.0")], &[]);
     let mut state = cluster.lock();
-    let deployments = resources::find("apps", "v1", "deployments").expect("served");
+    let deployments = resources::builtin("apps", "v1", "deployments");
     cluster.remove(&mut state, deployments, "istio-system", "istiod-canary");
     drop(state);
     let err =
@@ -363,7 +374,7 @@ fn an_istiod_coming_or_going_marks_only_the_workloads_of_its_proxies() {
     controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
 
     // The old istiod goes: shop's pods lose their readiness, plain's keep theirs.
-    let deployments = resources::find("apps", "v1", "deployments").expect("served");
+    let deployments = resources::builtin("apps", "v1", "deployments");
     cluster.remove(&mut state, deployments, "istio-system", "istiod");
     controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
     let ready = |namespace: &str| {
@@ -406,7 +417,7 @@ fn pod_readiness_follows_the_crash_fault_and_the_istiod_and_nothing_else() {
     look_again(&mut state);
     assert_eq!(ready(&state), [true, true], "no longer crash-looping");
 
-    let deployments = resources::find("apps", "v1", "deployments").expect("served");
+    let deployments = resources::builtin("apps", "v1", "deployments");
     cluster.remove(&mut state, deployments, "istio-system", "istiod");
     controller::reconcile_pending(&cluster, &mut state, std::time::Instant::now());
     assert_eq!(ready(&state), [false, false], "their istiod is gone");
@@ -417,7 +428,7 @@ fn pod_readiness_follows_the_crash_fault_and_the_istiod_and_nothing_else() {
 #[test]
 fn a_gateway_rolling_out_marks_no_workload() {
     let cluster = cluster(&[("default", "1.10.0")], &[]);
-    let deployments = resources::find("apps", "v1", "deployments").expect("served");
+    let deployments = resources::builtin("apps", "v1", "deployments");
     let gateway_pods = |state: &crate::kube::state::State| {
         let mut names: Vec<String> = state
             .in_namespace("", "pods", crate::istio::istiod::ISTIO_NAMESPACE)

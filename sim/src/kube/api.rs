@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::cluster::{Cluster, PatchType, WriteOptions};
 use super::object;
-use super::resources::{self, RESOURCES, ResourceType};
+use super::resources::{self, ResourceType, Surface};
 use super::selector::{FieldSelector, LabelSelector};
 use super::state::endpoints;
 use super::status::ApiError;
@@ -66,7 +66,7 @@ async fn handle(
     }
     let write = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
     if write && faults.error_409_rate > 0.0 && cluster.faults.roll() < faults.error_409_rate {
-        let resource = resources::find("", "v1", "pods").expect("pods are served");
+        let resource = resources::builtin("", "v1", "pods");
         return error(&ApiError::conflict(resource, "simulated"));
     }
     let request = Request { cluster: &cluster, method: &method, params: &params, headers: &headers, body: &body };
@@ -199,7 +199,7 @@ impl Request<'_> {
     fn dispatch(&self, path: &str) -> Result<Response, ApiError> {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match segments.as_slice() {
-            ["version"] => Ok(json_response(StatusCode::OK, &version())),
+            ["version"] => Ok(json_response(StatusCode::OK, &version(&self.cluster.resources))),
             ["healthz" | "livez" | "readyz"] => Ok((StatusCode::OK, "ok").into_response()),
             ["openapi", "v2"] => {
                 // An empty protobuf document: kubectl apply then skips client-side validation.
@@ -209,12 +209,12 @@ impl Request<'_> {
                 StatusCode::OK,
                 &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
             )),
-            ["apis"] => Ok(json_response(StatusCode::OK, &group_list())),
-            ["api", "v1"] => Ok(json_response(StatusCode::OK, &resource_list("", "v1"))),
+            ["apis"] => Ok(json_response(StatusCode::OK, &group_list(&self.cluster.resources))),
+            ["api", "v1"] => Ok(json_response(StatusCode::OK, &resource_list(&self.cluster.resources, "", "v1"))),
             ["apis", group, version]
-                if resources::groups().iter().any(|(g, vs)| g == group && vs.contains(version)) =>
+                if self.cluster.resources.groups().iter().any(|(g, vs)| g == group && vs.contains(version)) =>
             {
-                Ok(json_response(StatusCode::OK, &resource_list(group, version)))
+                Ok(json_response(StatusCode::OK, &resource_list(&self.cluster.resources, group, version)))
             }
             ["api", "v1", "namespaces", namespace, "services", service, "proxy", path @ ..] => {
                 self.service_proxy(namespace, service, path)
@@ -237,7 +237,7 @@ impl Request<'_> {
         };
         let path = format!("/{}", path.join("/"));
         let state = self.cluster.lock();
-        let services = resources::find("", "v1", "services").expect("services are served");
+        let services = resources::builtin("", "v1", "services");
         if state.get("", "services", namespace, name).is_none() {
             return Err(ApiError::not_found(services, name));
         }
@@ -256,9 +256,9 @@ impl Request<'_> {
     fn resource(&self, group: &str, version: &str, rest: &[&str]) -> Result<Response, ApiError> {
         let (resource, target) = match rest {
             ["namespaces", namespace, plural, tail @ ..]
-                if resources::find(group, version, plural).is_some_and(|r| r.namespaced) =>
+                if self.cluster.resources.find(group, version, plural).is_some_and(|r| r.namespaced) =>
             {
-                let resource = resources::find(group, version, plural).expect("checked");
+                let resource = self.cluster.resources.find(group, version, plural).expect("checked");
                 match tail {
                     [] => (resource, Target::Collection { namespace: Some(namespace) }),
                     [name] => (resource, Target::Object { namespace, name, subresource: None }),
@@ -267,7 +267,7 @@ impl Request<'_> {
                 }
             }
             [plural, tail @ ..] => {
-                let resource = resources::find(group, version, plural).ok_or_else(ApiError::no_such_resource)?;
+                let resource = self.cluster.resources.find(group, version, plural).ok_or_else(ApiError::no_such_resource)?;
                 match tail {
                     [] => (resource, Target::Collection { namespace: None }),
                     [name] if !resource.namespaced => {
@@ -594,15 +594,18 @@ impl WatchFilter {
     }
 }
 
-fn version() -> Value {
+fn version(surface: &Surface) -> Value {
+    let minor = surface.version.minor;
     json!({
-        "major": "1", "minor": "32", "gitVersion": "v1.32.4", "gitCommit": "59526cd4867447956156ae3a602fcbac5c8ab9b2",
-        "gitTreeState": "clean", "buildDate": "2025-04-22T16:02:27Z", "goVersion": "go1.23.6", "compiler": "gc", "platform": "linux/amd64"
+        "major": "1", "minor": minor.to_string(), "gitVersion": surface.version.git_version(),
+        "gitCommit": "59526cd4867447956156ae3a602fcbac5c8ab9b2", "gitTreeState": "clean", "buildDate": "2025-04-22T16:02:27Z",
+        "goVersion": if minor >= 30 { "go1.23.6" } else { "go1.13.15" }, "compiler": "gc", "platform": "linux/amd64"
     })
 }
 
-fn group_list() -> Value {
-    let groups: Vec<Value> = resources::groups()
+fn group_list(surface: &Surface) -> Value {
+    let groups: Vec<Value> = surface
+        .groups()
         .into_iter()
         .map(|(group, versions)| {
             let versions: Vec<Value> =
@@ -613,9 +616,9 @@ fn group_list() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-fn resource_list(group: &str, version: &str) -> Value {
+fn resource_list(surface: &Surface, group: &str, version: &str) -> Value {
     let mut entries = Vec::new();
-    for resource in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for resource in surface.all().into_iter().filter(|r| r.group == group && r.version == version) {
         entries.push(json!({
             "name": resource.plural, "singularName": resource.singular, "namespaced": resource.namespaced,
             "kind": resource.kind, "verbs": resource.verbs(), "shortNames": resource.short_names,

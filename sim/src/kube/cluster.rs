@@ -14,13 +14,14 @@ use tokio::sync::Notify;
 use super::apply::{self, ApplyError};
 use super::object;
 use super::patch;
-use super::resources::{self, ResourceType};
+use super::resources::{self, KubeVersion, ResourceType, Surface};
 use super::selector::{FieldSelector, LabelSelector};
 use super::state::{State, owner_of};
 use super::status::ApiError;
 use super::validate;
 use super::watch::{EventType, WatchEvent, WatchStart, Watchers};
-use super::webhooks::{self, Programs};
+use super::admission;
+use super::webhooks::Programs;
 use super::written::ItemsWritten;
 use crate::faults::Faults;
 
@@ -73,6 +74,8 @@ pub struct Cluster {
     pub items_written: ItemsWritten,
     /// What runs behind its Services.
     pub programs: Arc<dyn Programs>,
+    /// The resource types it serves.
+    pub resources: Surface,
     /// Its faults, switchable while it runs.
     pub faults: Arc<Faults>,
     /// How long a rollout takes before its new pods start.
@@ -90,6 +93,7 @@ impl Cluster {
         rollout_delay: Duration,
         faults: Arc<Faults>,
         programs: Arc<dyn Programs>,
+        kube_version: KubeVersion,
     ) -> Self {
         let events = Watchers::default();
         let state = State::new(index, programs.clone());
@@ -99,6 +103,7 @@ impl Cluster {
             events,
             items_written: ItemsWritten::default(),
             programs,
+            resources: Surface::new(kube_version),
             faults,
             rollout_delay,
             wake: Notify::new(),
@@ -170,7 +175,7 @@ impl Cluster {
         options: &WriteOptions,
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
-        let mut object = normalize(resource, namespace, body, None)?;
+        let mut object = normalize(&self.resources, resource, namespace, body, None)?;
         if object::name(&object).is_empty() {
             let prefix = object.pointer("/metadata/generateName").and_then(Value::as_str).map(str::to_string);
             let Some(prefix) = prefix else {
@@ -189,11 +194,20 @@ impl Cluster {
         }
         self.check_namespace(&state, resource, namespace)?;
         validate::check(resource, &object, None)?;
-        object = webhooks::admit(&state, self.programs.as_ref(), resource, object, "CREATE")?;
+        object = admission::admit(&state, self.programs.as_ref(), resource, object, "CREATE")?;
         self.initialize(&mut state, &mut object, resource);
         apply::record_update(None, &mut object, &options.manager, &object::rfc3339(self.now_seconds()));
+        if is_definition(resource) {
+            resources::check_definition(&object).map_err(|why| invalid_definition(resource, &name, why))?;
+        }
         if !options.dry_run {
-            state.commit(&self.events, resource, Some(object.clone()), (namespace.to_string(), name));
+            if is_definition(resource) {
+                self.resources.define(&object).map_err(|why| invalid_definition(resource, &name, why))?;
+            }
+            state.commit(&self.events, resource, Some(object.clone()), (namespace.to_string(), name.clone()));
+            if resource.storage_key() == ("", "namespaces") {
+                self.create_default_account(&mut state, &name);
+            }
             object::metadata_mut(&mut object)
                 .insert("resourceVersion".into(), json!(state.resource_version().to_string()));
             self.wake.notify_one();
@@ -216,7 +230,7 @@ impl Cluster {
             .get_shared(resource.group, resource.plural, namespace, name)
             .cloned()
             .ok_or_else(|| ApiError::not_found(resource, name))?;
-        let object = normalize(resource, namespace, body, Some(name))?;
+        let object = normalize(&self.resources, resource, namespace, body, Some(name))?;
         if let Some(expected) = object::resource_version(&object)
             && Some(expected) != object::resource_version(&old)
         {
@@ -253,7 +267,7 @@ impl Cluster {
             PatchType::Json => patch::json_patch(&old, body)
                 .map_err(|why| ApiError::invalid(resource, name, &[("patch".into(), why)]))?,
             PatchType::Apply => {
-                check_apply_body(resource, namespace, name, body)?;
+                check_apply_body(&self.resources, resource, namespace, name, body)?;
                 apply::apply(Some(&old), body, &options.manager, options.force, &now)
                     .map_err(|err| apply_error(resource, name, err))?
             }
@@ -265,7 +279,7 @@ impl Cluster {
         {
             return Err(ApiError::conflict(resource, name));
         }
-        let patched = normalize(resource, namespace, patched, Some(name))?;
+        let patched = normalize(&self.resources, resource, namespace, patched, Some(name))?;
         let mut options = options.clone();
         if kind == PatchType::Apply {
             options.manager = String::new(); // the apply recorded its own ownership
@@ -282,7 +296,7 @@ impl Cluster {
         options: &WriteOptions,
         now: &str,
     ) -> Result<Value, ApiError> {
-        check_apply_body(resource, namespace, name, body)?;
+        check_apply_body(&self.resources, resource, namespace, name, body)?;
         let applied = apply::apply(None, body, &options.manager, options.force, now)
             .map_err(|err| apply_error(resource, name, err))?;
         let mut create = WriteOptions { manager: String::new(), ..options.clone() };
@@ -312,7 +326,10 @@ impl Cluster {
         let name = object::name(old).to_string();
         let namespace = object::namespace(old).to_string();
         validate::check(resource, &object, Some(old))?;
-        let mut object = webhooks::admit(state, self.programs.as_ref(), resource, object, "UPDATE")?;
+        let mut object = admission::admit(state, self.programs.as_ref(), resource, object, "UPDATE")?;
+        if is_definition(resource) {
+            resources::check_definition(&object).map_err(|why| invalid_definition(resource, &name, why))?;
+        }
         // Identity and status belong to the server.
         for field in ["uid", "creationTimestamp", "generation"] {
             match old.pointer(&format!("/metadata/{field}")) {
@@ -340,6 +357,9 @@ impl Cluster {
         }
         if object == **old {
             return Ok(stamped(Arc::clone(old), resource));
+        }
+        if is_definition(resource) {
+            self.resources.define(&object).map_err(|why| invalid_definition(resource, &name, why))?;
         }
         let key = (namespace, name);
         state.commit(&self.events, resource, Some(object), key.clone());
@@ -392,11 +412,35 @@ impl Cluster {
         doomed
     }
 
+    /// The serviceaccount controller's part: every namespace has account `default`.
+    fn create_default_account(&self, state: &mut State, namespace: &str) {
+        let accounts = resources::builtin("", "v1", "serviceaccounts");
+        if state.get("", "serviceaccounts", namespace, "default").is_some() {
+            return;
+        }
+        let mut account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}});
+        self.initialize(state, &mut account, accounts);
+        state.commit(&self.events, accounts, Some(account), (namespace.to_string(), "default".into()));
+    }
+
     /// Removes an object and what depends on it.
     pub fn remove(&self, state: &mut State, resource: &ResourceType, namespace: &str, name: &str) {
+        if is_definition(resource) {
+            // Its custom objects go with it, and their type is no longer served.
+            for defined in self.resources.defined_by(name).into_iter().take(1) {
+                let doomed: Vec<(String, String)> = state
+                    .all(defined.group, defined.plural)
+                    .map(|o| (object::namespace(o).to_string(), object::name(o).to_string()))
+                    .collect();
+                for key in doomed {
+                    state.commit(&self.events, defined, None, key);
+                }
+            }
+            self.resources.undefine(name);
+        }
         if resource.plural == "namespaces" {
             let namespaced: Vec<&'static ResourceType> =
-                resources::RESOURCES.iter().filter(|r| r.namespaced && !r.create_only).collect();
+                self.resources.all().into_iter().filter(|r| r.namespaced && !r.create_only).collect();
             for inner in namespaced {
                 let names: Vec<String> =
                     state.in_namespace(inner.group, inner.plural, name).map(|o| object::name(o).to_string()).collect();
@@ -406,7 +450,7 @@ impl Cluster {
             }
         }
         if matches!(resource.plural, "deployments" | "statefulsets" | "daemonsets") {
-            let pods = resources::find("", "v1", "pods").expect("pods are served");
+            let pods = resources::builtin("", "v1", "pods");
             let owned: Vec<String> = state
                 .in_namespace("", "pods", namespace)
                 .filter(|pod| {
@@ -455,7 +499,7 @@ impl Cluster {
 
     fn check_namespace(&self, state: &State, resource: &ResourceType, namespace: &str) -> Result<(), ApiError> {
         if resource.namespaced && state.get("", "namespaces", "", namespace).is_none() {
-            let namespaces = resources::find("", "v1", "namespaces").expect("namespaces are served");
+            let namespaces = resources::builtin("", "v1", "namespaces");
             return Err(ApiError::not_found(namespaces, namespace));
         }
         Ok(())
@@ -598,6 +642,15 @@ fn stamped(object: Arc<Value>, resource: &ResourceType) -> Arc<Value> {
     Arc::new(object)
 }
 
+/// Whether `resource` is CustomResourceDefinitions.
+fn is_definition(resource: &ResourceType) -> bool {
+    resource.storage_key() == ("apiextensions.k8s.io", "customresourcedefinitions")
+}
+
+fn invalid_definition(resource: &ResourceType, name: &str, why: String) -> ApiError {
+    ApiError::invalid(resource, name, &[("spec".into(), why)])
+}
+
 /// Sets kind and apiVersion as the request's resource names them.
 fn stamp(object: &mut Value, resource: &ResourceType) {
     if let Some(map) = object.as_object_mut() {
@@ -607,7 +660,13 @@ fn stamp(object: &mut Value, resource: &ResourceType) {
 }
 
 /// Checks a request body against the URL it came to, and makes it whole.
-fn normalize(resource: &ResourceType, namespace: &str, body: Value, name: Option<&str>) -> Result<Value, ApiError> {
+fn normalize(
+    surface: &Surface,
+    resource: &ResourceType,
+    namespace: &str,
+    body: Value,
+    name: Option<&str>,
+) -> Result<Value, ApiError> {
     let Value::Object(_) = body else {
         return Err(ApiError::bad_request("the body of the request must be a JSON object"));
     };
@@ -621,7 +680,7 @@ fn normalize(resource: &ResourceType, namespace: &str, body: Value, name: Option
         )));
     }
     if let Some(version) = object.get("apiVersion").and_then(Value::as_str)
-        && resources::RESOURCES.iter().all(|r| r.api_version() != version || r.kind != resource.kind)
+        && surface.all().iter().all(|r| r.api_version() != version || r.kind != resource.kind)
     {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({version}) does not match the expected API version ({})",
@@ -659,11 +718,17 @@ fn normalize(resource: &ResourceType, namespace: &str, body: Value, name: Option
     Ok(object)
 }
 
-fn check_apply_body(resource: &ResourceType, namespace: &str, name: &str, body: &Value) -> Result<(), ApiError> {
+fn check_apply_body(
+    surface: &Surface,
+    resource: &ResourceType,
+    namespace: &str,
+    name: &str,
+    body: &Value,
+) -> Result<(), ApiError> {
     if body.get("kind").is_none() || body.get("apiVersion").is_none() {
         return Err(ApiError::bad_request("an apply patch must name its apiVersion and kind"));
     }
-    normalize(resource, namespace, body.clone(), Some(name)).map(|_| ())
+    normalize(surface, resource, namespace, body.clone(), Some(name)).map(|_| ())
 }
 
 fn apply_error(resource: &ResourceType, name: &str, err: ApplyError) -> ApiError {
@@ -684,7 +749,7 @@ mod tests {
     fn a_strategic_patch_keeps_the_status_and_records_ownership_beside_the_others() {
         let seed = WriteOptions { manager: "seed".into(), ..WriteOptions::default() };
         let cluster = crate::fixtures::shop("patch", &seed);
-        let deployments = resources::find("apps", "v1", "deployments").expect("served");
+        let deployments = resources::builtin("apps", "v1", "deployments");
         cluster.create(deployments, "shop", crate::fixtures::web(2, "v1"), &seed).expect("create");
         super::super::controller::reconcile_pending(&cluster, &mut cluster.lock(), std::time::Instant::now());
         let before = cluster.lock().get("apps", "deployments", "shop", "web").cloned().expect("stored");

@@ -19,7 +19,7 @@ use super::cluster::{Cluster, pod_status, short_suffix};
 use super::object;
 use super::resources::{self, ResourceType};
 use super::state::{Rollout, State, WorkloadKey, pod_ready};
-use super::webhooks;
+use super::admission;
 
 /// Nodes a DaemonSet runs on.
 pub const NODES: [&str; 2] = ["sim-node-0", "sim-node-1"];
@@ -88,7 +88,7 @@ fn reconcile(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: Insta
 
 fn reconcile_once(cluster: &Cluster, state: &mut State, key: &WorkloadKey, now: Instant) {
     let (plural, namespace, name) = key;
-    let resource = resources::find("apps", "v1", plural).expect("workload kinds are served");
+    let resource = resources::builtin("apps", "v1", plural);
     let Some(workload) = state.get_shared("apps", plural, namespace, name).cloned() else {
         state.controller.rollouts.remove(key);
         state.controller.template_hashes.remove(key);
@@ -254,7 +254,7 @@ fn replace_pods(
 }
 
 fn pod_type() -> &'static ResourceType {
-    resources::find("", "v1", "pods").expect("pods are served")
+    resources::builtin("", "v1", "pods")
 }
 
 /// Stores a pod the controller made or changed.
@@ -329,7 +329,8 @@ fn new_pod(
         },
         "spec": spec
     });
-    pod = webhooks::admit(state, cluster.programs.as_ref(), pod_type(), pod, "CREATE").map_err(|err| err.message)?;
+    pod = admission::admit(state, cluster.programs.as_ref(), pod_type(), pod, "CREATE")
+        .map_err(|err| format!("Error creating: {}", err.message))?;
     let uid = state.new_uid();
     let created = object::rfc3339(cluster.now_seconds());
     let metadata = object::metadata_mut(&mut pod);
@@ -544,7 +545,7 @@ mod tests {
     fn one_look_at_a_workload_is_a_fixed_point() {
         let options = WriteOptions { manager: "test".into(), ..WriteOptions::default() };
         let cluster = fixtures::shop("fixed", &options);
-        let deployments = resources::find("apps", "v1", "deployments").expect("served");
+        let deployments = resources::builtin("apps", "v1", "deployments");
         let key: WorkloadKey = ("deployments", "shop".into(), "web".into());
         let pods_of = |state: &State| {
             let mut names: Vec<String> =
@@ -577,8 +578,8 @@ mod tests {
     fn a_workload_owns_the_pods_that_name_it_as_they_change() {
         let options = WriteOptions { manager: "test".into(), ..WriteOptions::default() };
         let cluster = fixtures::shop("owners", &options);
-        let deployments = resources::find("apps", "v1", "deployments").expect("served");
-        let pods = resources::find("", "v1", "pods").expect("served");
+        let deployments = resources::builtin("apps", "v1", "deployments");
+        let pods = resources::builtin("", "v1", "pods");
         cluster.create(deployments, "shop", fixtures::web(2, "v1"), &options).expect("create");
         let key: WorkloadKey = ("deployments", "shop".into(), "web".into());
         let settle = || {

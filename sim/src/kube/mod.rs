@@ -8,6 +8,7 @@
 //! programs its admission webhooks call, what its pods' readiness follows)
 //! is plugged in through [`webhooks::Programs`].
 
+pub mod admission;
 pub mod api;
 pub mod apply;
 pub mod cluster;

@@ -133,6 +133,12 @@ impl ApiError {
         Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
     }
 
+    /// 403.
+    #[must_use]
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message.into())
+    }
+
     /// 503, as the service proxy answers when nothing behind a Service does.
     #[must_use]
     pub fn service_unavailable(message: impl Into<String>) -> Self {
