@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use crate::faults::{FaultConfig, Faults};
 use crate::kube::cluster::{Cluster, WriteOptions};
 use crate::kube::resources;
-use crate::kube::state::{ReadinessGates, ServiceKey, State};
 use crate::kube::resources::KubeVersion;
+use crate::kube::state::{ReadinessGates, ServiceKey, State};
 use crate::kube::webhooks::{Call, Programs};
 
 /// A cluster named `name` (rollouts due at once, no faults) with namespace

@@ -12,9 +12,9 @@ use crate::faults::{FaultConfig, Faults};
 use crate::istio::charts::{self, GatewayKind, Render, Revision};
 use crate::istio::installer::{self, Installer};
 use crate::istio::istiod::{ISTIO_NAMESPACE, IstioPrograms};
-use crate::kube::resources::KubeVersion;
 use crate::kube::cluster::{Cluster, WriteOptions};
 use crate::kube::controller;
+use crate::kube::resources::KubeVersion;
 
 /// Workload names seeded into each namespace, in order (then numbered).
 const APP_NAMES: [&str; 10] =
@@ -317,7 +317,12 @@ fn istio_install(config: &FleetConfig, revision: &Revision, kube: KubeVersion) -
     let mut objects = Vec::new();
     if config.install.is_empty() {
         objects.extend(installer::installed(config.installer, charts::base(version, &render), &revision.name, version));
-        objects.extend(installer::installed(config.installer, charts::discovery(revision, &render), &revision.name, version));
+        objects.extend(installer::installed(
+            config.installer,
+            charts::discovery(revision, &render),
+            &revision.name,
+            version,
+        ));
         let gateway = charts::gateway(GatewayKind::Ingress, "istio-ingressgateway", revision, &render);
         objects.extend(installer::installed(config.installer, gateway, &revision.name, version));
         if config.cni {

@@ -19,8 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::event::{
-    CompensationSkipped, Event, GroupRolledBack, Paused, RollbackStarted, Scope, StepError, StepFailed, StepSkipped,
-    StepStarted, StepSucceeded, TimerFired, TimerStarted, WorkflowCancelled, WorkflowFailed,
+    CompensationSkipped, Event, GroupRolledBack, NEEDS_OPERATOR, Paused, RollbackStarted, Scope, StepError, StepFailed,
+    StepSkipped, StepStarted, StepSucceeded, TimerFired, TimerStarted, WorkflowCancelled, WorkflowFailed,
 };
 use crate::core::payload::Payload;
 use crate::core::plan::{Compensation, FailurePolicy, StepAction, StepId};
@@ -197,7 +197,9 @@ fn failures(state: &WorkflowState) -> Option<Decision> {
             allow_irreversible: false,
         }))
     };
+    let needs_operator = failed.last_error.as_ref().is_some_and(|error| error.class == NEEDS_OPERATOR);
     Some(match (state.on_failure, &failed.spec.group) {
+        _ if needs_operator => Decision::record(Event::Paused(Paused { reason: reason.clone() })),
         (FailurePolicy::Pause, _) => Decision::record(Event::Paused(Paused { reason: reason.clone() })),
         (FailurePolicy::RollbackAll, _) | (FailurePolicy::RollbackGroup, None) => rollback(Scope::All),
         (FailurePolicy::RollbackGroup, Some(group)) => rollback(Scope::Group(group.clone())),

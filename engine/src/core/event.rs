@@ -79,6 +79,11 @@ impl Signal {
     }
 }
 
+/// The error class of a failure only an operator can mend (a blocker the
+/// step names): the workflow pauses, whatever its failure policy, rather
+/// than roll back everything done to get past it.
+pub const NEEDS_OPERATOR: &str = "needs-operator";
+
 /// Why an attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepError {

@@ -41,6 +41,20 @@ fn independent_steps_start_together() {
     assert_eq!(world.state.status(), Status::Succeeded);
 }
 
+/// A blocker only an operator can mend pauses the workflow even where a
+/// failure would roll everything back: nothing done is undone to get past it.
+#[test]
+fn a_failure_that_needs_an_operator_pauses_whatever_the_policy() {
+    let mut world = World::new(plan(vec![step("a", &[]), step("b", &["a"])], FailurePolicy::RollbackAll));
+    world.forward.insert(("b".into(), 1), Outcome::FailNeedsOperator);
+    world.run(true);
+    assert_eq!(world.state.status(), Status::Paused);
+    assert!(world.compensated().is_empty(), "nothing was rolled back: {:?}", world.compensated());
+    world.signal(Signal::Resume);
+    world.run(true);
+    assert_eq!(world.state.status(), Status::Succeeded, "resumed, the step runs again and succeeds");
+}
+
 #[test]
 fn a_retryable_failure_waits_its_backoff_then_retries() {
     let mut world = World::new(plan(vec![step("a", &[])], FailurePolicy::Pause));

@@ -18,6 +18,8 @@ pub enum Outcome {
     Succeed,
     FailRetryable,
     FailFatal,
+    /// Fails with a blocker only an operator can mend.
+    FailNeedsOperator,
     /// Stays running until aborted (a hung activity).
     Hang,
 }
@@ -169,6 +171,10 @@ impl World {
             Outcome::FailFatal => {
                 self.record(Event::StepFailed(StepFailed { step: step.clone(), attempt, error: error(false) }))
             }
+            Outcome::FailNeedsOperator => {
+                let error = StepError { class: NEEDS_OPERATOR.into(), ..error(false) };
+                self.record(Event::StepFailed(StepFailed { step: step.clone(), attempt, error }));
+            }
             Outcome::Hang => {
                 self.hanging.insert(step.to_string(), (attempt, false));
             }
@@ -194,7 +200,7 @@ impl World {
                     error: error(true),
                 }));
             }
-            Outcome::FailFatal | Outcome::Hang => {
+            Outcome::FailFatal | Outcome::FailNeedsOperator | Outcome::Hang => {
                 self.record(Event::CompensationFailed(CompensationFailed {
                     step: step.clone(),
                     attempt,

@@ -95,6 +95,12 @@ impl ActivityError {
         Self { message: message.into(), class: class.into(), retryable: false }
     }
 
+    /// A blocker only an operator can mend: the workflow pauses with it
+    /// named, whatever its failure policy (see [`crate::NEEDS_OPERATOR`]).
+    pub fn needs_operator(message: impl Into<String>) -> Self {
+        Self::fatal(crate::core::event::NEEDS_OPERATOR, message)
+    }
+
     pub(crate) fn into_step_error(self) -> StepError {
         StepError { message: self.message, class: self.class, retryable: self.retryable }
     }

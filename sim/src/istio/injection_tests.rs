@@ -286,8 +286,7 @@ fn what_a_webhook_does_when_its_revision_is_gone_or_down() {
     let cluster = cluster(&[("default", "1.10.0"), ("canary", "1.11.0")], &[]);
     // The webhook is deleted: nothing matches, the pod runs without a sidecar.
     let mut state = cluster.lock();
-    let webhooks =
-        resources::builtin("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations");
+    let webhooks = resources::builtin("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations");
     cluster.remove(&mut state, webhooks, "", "istio-sidecar-injector-canary");
     drop(state);
     let got =

@@ -34,7 +34,10 @@ pub fn admit(
 /// The ServiceAccount plugin: names the account, and refuses a pod whose account is missing.
 fn service_account(state: &State, mut pod: Value) -> Result<Value, ApiError> {
     let named = |field: &str| {
-        pod.pointer(&format!("/spec/{field}")).and_then(Value::as_str).filter(|name| !name.is_empty()).map(str::to_string)
+        pod.pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_str)
+            .filter(|name| !name.is_empty())
+            .map(str::to_string)
     };
     let account = named("serviceAccountName").or_else(|| named("serviceAccount")).unwrap_or_else(|| "default".into());
     let namespace = object::namespace(&pod).to_string();

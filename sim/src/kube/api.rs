@@ -267,7 +267,8 @@ impl Request<'_> {
                 }
             }
             [plural, tail @ ..] => {
-                let resource = self.cluster.resources.find(group, version, plural).ok_or_else(ApiError::no_such_resource)?;
+                let resource =
+                    self.cluster.resources.find(group, version, plural).ok_or_else(ApiError::no_such_resource)?;
                 match tail {
                     [] => (resource, Target::Collection { namespace: None }),
                     [name] if !resource.namespaced => {

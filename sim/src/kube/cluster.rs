@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use super::admission;
 use super::apply::{self, ApplyError};
 use super::object;
 use super::patch;
@@ -20,7 +21,6 @@ use super::state::{State, owner_of};
 use super::status::ApiError;
 use super::validate;
 use super::watch::{EventType, WatchEvent, WatchStart, Watchers};
-use super::admission;
 use super::webhooks::Programs;
 use super::written::ItemsWritten;
 use crate::faults::Faults;

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::admission;
 use super::cluster::{Cluster, pod_status, short_suffix};
 use super::object;
 use super::resources::{self, ResourceType};
 use super::state::{Rollout, State, WorkloadKey, pod_ready};
-use super::admission;
 
 /// Nodes a DaemonSet runs on.
 pub const NODES: [&str; 2] = ["sim-node-0", "sim-node-1"];

@@ -171,13 +171,26 @@ pub const BUILTIN: &[ResourceType] = &[
     resource!(RBAC, "v1", "RoleBinding", "rolebindings", "rolebinding", true, [], ALWAYS),
     resource!(RBAC, "v1", "ClusterRole", "clusterroles", "clusterrole", false, [], ALWAYS),
     resource!(RBAC, "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", false, [], ALWAYS),
-    resource!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, ["pdb"], (
-        21,
-        u32::MAX
-    )),
-    resource!("policy", "v1beta1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, [
-        "pdb"
-    ], (0, 24)),
+    resource!(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        ["pdb"],
+        (21, u32::MAX)
+    ),
+    resource!(
+        "policy",
+        "v1beta1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        ["pdb"],
+        (0, 24)
+    ),
     resource!(
         "autoscaling",
         "v2",
@@ -262,7 +275,9 @@ impl KubeVersion {
         let mut parts = text.trim_start_matches('v').split('.');
         match (parts.next(), parts.next().map(str::parse::<u32>)) {
             (Some("1"), Some(Ok(minor))) if (16..=40).contains(&minor) => Ok(Self { minor }),
-            _ => Err(format!("Kubernetes version {text:?} is not one the simulator serves (1.16 to 1.40, like 1.18 or 1.32)")),
+            _ => Err(format!(
+                "Kubernetes version {text:?} is not one the simulator serves (1.16 to 1.40, like 1.18 or 1.32)"
+            )),
         }
     }
 

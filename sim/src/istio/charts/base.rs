@@ -6,8 +6,8 @@
 
 use serde_json::{Value, json};
 
-use super::{ISTIO_NAMESPACE, Render, labels, map, webhook_api};
 use super::discovery::validation_hook;
+use super::{ISTIO_NAMESPACE, Render, labels, map, webhook_api};
 use crate::istio::version::minor_of;
 
 /// Istio's custom types as release `minor`'s base chart defines them:

@@ -33,7 +33,8 @@ fn plain(app: &str, version: &str, name: &str) -> Value {
 
 /// The labels of Pilot's own objects: revision and component, and from 1.26 the owner.
 fn pilot(rev: &Revision, extra: &[(&str, &str)]) -> Value {
-    let mut own = map([("istio.io/rev", rev.name.as_str()), ("operator.istio.io/component", "Pilot"), ("release", "istio")]);
+    let mut own =
+        map([("istio.io/rev", rev.name.as_str()), ("operator.istio.io/component", "Pilot"), ("release", "istio")]);
     if rev.minor() >= 26 {
         own["install.operator.istio.io/owning-resource"] = json!("unknown");
     }
@@ -50,7 +51,8 @@ fn identity(rev: &Revision) -> Vec<Value> {
     let gateway_controller = format!("istiod-gateway-controller{s}-{ISTIO_NAMESPACE}");
     let reader = format!("istio-reader-clusterrole{s}-{ISTIO_NAMESPACE}");
     let subject = |name: &str| json!([{"kind": "ServiceAccount", "name": name, "namespace": ISTIO_NAMESPACE}]);
-    let role_ref = |kind: &str, name: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name});
+    let role_ref =
+        |kind: &str, name: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name});
     let mut objects = vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": {"name": istiod, "namespace": ISTIO_NAMESPACE, "labels": plain("istiod", v, "istiod")}}),
@@ -123,7 +125,11 @@ fn configuration(rev: &Revision, render: &Render) -> Vec<Value> {
 /// The Deployment's selector: `istio: pilot` for the default revision,
 /// `app` and `istio.io/rev` for another ("this avoids default deployment picking the canary").
 fn selector(rev: &Revision) -> Value {
-    if rev.is_default() { map([("istio", "pilot")]) } else { map([("app", "istiod"), ("istio.io/rev", rev.name.as_str())]) }
+    if rev.is_default() {
+        map([("istio", "pilot")])
+    } else {
+        map([("app", "istiod"), ("istio.io/rev", rev.name.as_str())])
+    }
 }
 
 fn deployment(rev: &Revision, render: &Render) -> Value {
@@ -142,34 +148,34 @@ fn deployment(rev: &Revision, render: &Render) -> Value {
     }
     let template_labels = super::labels(template_labels, &rev.version, "istiod", "istiod");
     json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": istiod, "namespace": ISTIO_NAMESPACE, "labels": pilot(rev, &[("app", "istiod"), ("istio", "pilot")])},
-        "spec": {
-            "selector": {"matchLabels": selector(rev)},
-            "strategy": {"rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "25%"}},
-            "template": {
-                "metadata": {"labels": template_labels,
-                             "annotations": {"prometheus.io/port": "15014", "prometheus.io/scrape": "true", "sidecar.istio.io/inject": "false"}},
-                "spec": {"serviceAccountName": istiod,
-                    "tolerations": [{"key": "cni.istio.io/not-ready", "operator": "Exists"}],
-                    "containers": [{
-                        "name": "discovery", "image": format!("{}/pilot:{}{variant}", render.hub, rev.version),
-                        "args": ["discovery", "--monitoringAddr=:15014", "--domain", "cluster.local", "--keepaliveMaxServerConnectionAge", "30m"],
-                        "ports": [{"containerPort": 8080, "name": "http-debug", "protocol": "TCP"},
-                                  {"containerPort": 15010, "name": "grpc-xds", "protocol": "TCP"},
-                                  {"containerPort": 15012, "name": "tls-xds", "protocol": "TCP"},
-                                  {"containerPort": 15017, "name": "https-webhooks", "protocol": "TCP"},
-                                  {"containerPort": 15014, "name": "http-monitoring", "protocol": "TCP"}],
-                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "initialDelaySeconds": 1, "periodSeconds": 3, "timeoutSeconds": 5},
-                        "env": [{"name": "REVISION", "value": rev.name}, {"name": "PILOT_CERT_PROVIDER", "value": "istiod"}],
-                        "volumeMounts": [{"mountPath": "/etc/cacerts", "name": "cacerts", "readOnly": true},
-                                         {"mountPath": "/var/run/secrets/tokens", "name": "istio-token", "readOnly": true}]
-                    }],
-                    "volumes": [
-                        {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {"audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}},
-                        {"name": "cacerts", "secret": {"optional": true, "secretName": "cacerts"}}
-                    ]}
-            }
-        }})
+    "metadata": {"name": istiod, "namespace": ISTIO_NAMESPACE, "labels": pilot(rev, &[("app", "istiod"), ("istio", "pilot")])},
+    "spec": {
+        "selector": {"matchLabels": selector(rev)},
+        "strategy": {"rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "25%"}},
+        "template": {
+            "metadata": {"labels": template_labels,
+                         "annotations": {"prometheus.io/port": "15014", "prometheus.io/scrape": "true", "sidecar.istio.io/inject": "false"}},
+            "spec": {"serviceAccountName": istiod,
+                "tolerations": [{"key": "cni.istio.io/not-ready", "operator": "Exists"}],
+                "containers": [{
+                    "name": "discovery", "image": format!("{}/pilot:{}{variant}", render.hub, rev.version),
+                    "args": ["discovery", "--monitoringAddr=:15014", "--domain", "cluster.local", "--keepaliveMaxServerConnectionAge", "30m"],
+                    "ports": [{"containerPort": 8080, "name": "http-debug", "protocol": "TCP"},
+                              {"containerPort": 15010, "name": "grpc-xds", "protocol": "TCP"},
+                              {"containerPort": 15012, "name": "tls-xds", "protocol": "TCP"},
+                              {"containerPort": 15017, "name": "https-webhooks", "protocol": "TCP"},
+                              {"containerPort": 15014, "name": "http-monitoring", "protocol": "TCP"}],
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "initialDelaySeconds": 1, "periodSeconds": 3, "timeoutSeconds": 5},
+                    "env": [{"name": "REVISION", "value": rev.name}, {"name": "PILOT_CERT_PROVIDER", "value": "istiod"}],
+                    "volumeMounts": [{"mountPath": "/etc/cacerts", "name": "cacerts", "readOnly": true},
+                                     {"mountPath": "/var/run/secrets/tokens", "name": "istio-token", "readOnly": true}]
+                }],
+                "volumes": [
+                    {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {"audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}},
+                    {"name": "cacerts", "secret": {"optional": true, "secretName": "cacerts"}}
+                ]}
+        }
+    }})
 }
 
 fn service(rev: &Revision) -> Value {
@@ -301,9 +307,7 @@ fn validator(rev: &Revision) -> Value {
 
 fn autoscaler(rev: &Revision, render: &Render) -> Option<Value> {
     let (min, cpu, memory) = render.pilot_autoscale?;
-    let target = |resource: &str, percent: u32| {
-        json!({"type": "Resource", "resource": {"name": resource, "target": {"type": "Utilization", "averageUtilization": percent}}})
-    };
+    let target = |resource: &str, percent: u32| json!({"type": "Resource", "resource": {"name": resource, "target": {"type": "Utilization", "averageUtilization": percent}}});
     let mut metrics = vec![target("cpu", cpu)];
     metrics.extend(memory.map(|percent| target("memory", percent)));
     Some(json!({"apiVersion": render.autoscaling_api(rev.minor()), "kind": "HorizontalPodAutoscaler",

@@ -84,9 +84,7 @@ pub fn gateway(kind: GatewayKind, name: &str, rev: &Revision, render: &Render) -
                      "ports": ports(kind)}}),
     ];
     if let Some((min, cpu, memory)) = render.gateway_autoscale {
-        let target = |resource: &str, percent: u32| {
-            json!({"type": "Resource", "resource": {"name": resource, "target": {"type": "Utilization", "averageUtilization": percent}}})
-        };
+        let target = |resource: &str, percent: u32| json!({"type": "Resource", "resource": {"name": resource, "target": {"type": "Utilization", "averageUtilization": percent}}});
         let mut metrics = vec![target("cpu", cpu)];
         metrics.extend(memory.map(|percent| target("memory", percent)));
         objects.push(json!({"apiVersion": render.autoscaling_api(rev.minor()), "kind": "HorizontalPodAutoscaler",
@@ -113,8 +111,7 @@ fn template(kind: GatewayKind, name: &str, rev: &Revision, render: &Render, own:
         template_labels["istio.io/dataplane-mode"] = json!("none");
     }
     let template_labels = labels(template_labels, &rev.version, kind.chart(), kind.app());
-    let mut annotations =
-        json!({"prometheus.io/path": "/stats/prometheus", "prometheus.io/port": "15020", "prometheus.io/scrape": "true", "sidecar.istio.io/inject": "false"});
+    let mut annotations = json!({"prometheus.io/path": "/stats/prometheus", "prometheus.io/port": "15020", "prometheus.io/scrape": "true", "sidecar.istio.io/inject": "false"});
     if rev.minor() >= 18 {
         annotations["istio.io/rev"] = json!(rev.name);
     }

@@ -19,8 +19,12 @@ pub fn cni(version: &str, revision: &str) -> Vec<Value> {
         ("operator.istio.io/component", "Cni"),
         ("release", "istio"),
     ]);
-    let template_labels =
-        labels(map([("istio.io/dataplane-mode", "none"), ("k8s-app", "istio-cni-node"), ("sidecar.istio.io/inject", "false")]), version, "cni", "istio-cni");
+    let template_labels = labels(
+        map([("istio.io/dataplane-mode", "none"), ("k8s-app", "istio-cni-node"), ("sidecar.istio.io/inject", "false")]),
+        version,
+        "cni",
+        "istio-cni",
+    );
     vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": {"name": "istio-cni", "namespace": ISTIO_NAMESPACE, "labels": labels(map([("app", "istio-cni"), ("release", "istio")]), version, "cni", "istio-cni")}}),
