@@ -126,6 +126,8 @@ pub struct ClusterHandle {
     pub url: String,
     /// Its faults, switchable while it runs (also at `<url>/sim/faults`).
     pub faults: Arc<Faults>,
+    /// The Kubernetes release it serves.
+    pub kube: KubeVersion,
 }
 
 /// A running fleet. Dropping it stops every cluster.
@@ -170,7 +172,8 @@ impl Fleet {
             faults.latency_ms =
                 faults.latency_ms.max(u64::try_from(config.api_latency.as_millis()).unwrap_or(u64::MAX));
             let faults = Arc::new(Faults::new(faults, config.seed.wrapping_add(index as u64 + 1)));
-            let kube = config.kube_version.unwrap_or_else(|| kube_for(&config.version));
+            // Istio 1.6 ran on Kubernetes 1.15 to 1.18: its charts use APIs later releases removed.
+            let kube = config.kube_version.unwrap_or_else(|| crate::istio::version::kubernetes_for(&config.version));
             let cluster =
                 Arc::new(Cluster::new(name, index, config.rollout_delay, faults, Arc::new(IstioPrograms), kube));
             let (config, revision) = (config.clone(), revision.clone());
@@ -190,6 +193,7 @@ impl Fleet {
                 name: cluster.name.clone(),
                 url: format!("http://127.0.0.1:{port}"),
                 faults: cluster.faults.clone(),
+                kube: cluster.resources.version,
             });
             tasks.push(tokio::spawn(controller::run(cluster.clone())));
             let listener = FaultyListener { inner: listener, faults: cluster.faults.clone() };
@@ -250,14 +254,6 @@ fn check(config: &FleetConfig) -> Result<(), FleetError> {
 fn nth_name(names: &[&str], index: usize) -> String {
     let base = names[index % names.len()];
     if index < names.len() { base.to_string() } else { format!("{base}-{}", index / names.len()) }
-}
-
-/// The Kubernetes release an Istio version ran on, for a cluster that
-/// does not say: the newest that release supports (Istio 1.6 ran on 1.15
-/// to 1.18: its charts use APIs later releases removed), at most 1.32.
-fn kube_for(version: &str) -> KubeVersion {
-    let (_, newest) = crate::istio::version::kubernetes_supported(crate::istio::version::minor_of(version));
-    KubeVersion { minor: newest.min(KubeVersion::default().minor) }
 }
 
 /// Seeds a cluster before it serves: system namespaces, Istio installed and

@@ -36,8 +36,8 @@ mod kube;
 pub use crate::faults::{FaultConfig, Faults};
 pub use crate::fleet::{CLUSTERS_COUNT_MAX, ClusterHandle, Fleet, FleetConfig, FleetError};
 pub use crate::istio::charts::{
-    GatewayKind, Render, Revision, base, cni, control_plane, crds, discovery, gateway, manifests_yaml, operator,
-    profile, revision_tag, to_yaml, ztunnel,
+    GatewayKind, Render, Revision, base, cni, control_plane, crds, discovery, gateway, manifests_yaml,
+    manifests_yaml_for, operator, profile, revision_tag, to_yaml, ztunnel,
 };
 pub use crate::istio::installer::{Component, Installer, installed};
 pub use crate::kube::resources::KubeVersion;

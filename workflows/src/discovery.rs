@@ -1,28 +1,30 @@
-//! Reading each cluster before anything is recorded: is it reachable, is the
-//! old revision there and healthy, may canaryflow do what it must, which
-//! namespaces, workloads and gateways move. Read-only.
+//! Reading each cluster before anything is recorded: is it reachable, may
+//! it be upgraded (see [`crate::prechecks`]), which namespaces, workloads
+//! and gateways move, which tags and shared pieces are there, and which
+//! version of each kind it serves. Read-only.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use canaryflow_engine::ActivityError;
-use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use serde_json::Value;
 
-use crate::inputs::{ClusterDiscovery, GatewayPlan, InjectionLabels, NamespacePlan, WorkloadRef};
-use crate::istio::{ISTIO_NAMESPACE, gateway_revision};
-use crate::kube_ops::{ClusterClient, Clusters, clean, kube_error, to_json, workload_names};
+use crate::inputs::{
+    ClusterDiscovery, GatewayPlan, InjectionLabels, NamespacePlan, NodeAgentPlan, TagPlan, UnmanagedPod, WorkloadRef,
+};
+use crate::istio::{ISTIO_NAMESPACE, gateway_revision, injected_by};
+use crate::kube_ops::{ClusterClient, Clusters, clean, kube_error, list_pods, to_json, workload_names};
+use crate::manifests::Manifests;
+use crate::prechecks;
 use crate::spec::{ClusterRef, RevisionName, UpgradeSpec};
 
 /// Namespaces never moved, whatever a selector says.
 const SYSTEM_NAMESPACES: [&str; 4] = ["kube-system", "kube-public", "kube-node-lease", ISTIO_NAMESPACE];
-/// How far apart the two revisions' minor versions may be (ISTIO-REFERENCE.md §5).
-pub const SKEW_MINORS_MAX: u32 = 2;
 
 /// Why a cluster cannot be upgraded as planned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,12 +44,16 @@ const DISCOVERY_CLUSTERS_AT_ONCE: usize = 8;
 
 /// Reads every cluster of `spec`, a few at a time; fails on the first
 /// problem found in each, and reports all clusters that have one.
-pub async fn discover(clusters: &Clusters, spec: &UpgradeSpec) -> Result<Vec<ClusterDiscovery>, Vec<DiscoveryError>> {
+pub async fn discover(
+    clusters: &Clusters,
+    spec: &UpgradeSpec,
+    manifests: &Manifests,
+) -> Result<Vec<ClusterDiscovery>, Vec<DiscoveryError>> {
     let mut tasks = Vec::new();
     for cluster in &spec.clusters {
         tasks.push(async move {
             let client = clusters.get(cluster).await.map_err(|err| fail(cluster, err.message))?;
-            discover_one(&client, spec).await.map_err(|err| fail(cluster, err.message))
+            discover_one(&client, spec, manifests).await.map_err(|err| fail(cluster, err.message))
         });
     }
     let results: Vec<_> = futures::stream::iter(tasks).buffered(DISCOVERY_CLUSTERS_AT_ONCE).collect().await;
@@ -66,27 +72,75 @@ fn fail(cluster: &ClusterRef, message: String) -> DiscoveryError {
     DiscoveryError { cluster: cluster.name.clone(), context: cluster.context.clone(), message }
 }
 
-async fn discover_one(client: &Arc<ClusterClient>, spec: &UpgradeSpec) -> Result<ClusterDiscovery, ActivityError> {
+/// What an upgrade of this cluster writes: the revision's objects and
+/// gateways, and the shared pieces the spec asks to upgrade.
+#[must_use]
+pub fn written<'a>(spec: &UpgradeSpec, manifests: &'a Manifests) -> Vec<&'a Value> {
+    use crate::spec::SharedChoice::Upgrade;
+    let mut objects: Vec<&Value> = manifests.control_plane.iter().chain(&manifests.gateways).collect();
+    if spec.shared.crds == Upgrade {
+        objects.extend(&manifests.crds);
+    }
+    if spec.shared.cni == Upgrade {
+        objects.extend(&manifests.cni);
+    }
+    if spec.shared.ztunnel == Upgrade {
+        objects.extend(&manifests.ztunnel);
+    }
+    objects
+}
+
+async fn discover_one(
+    client: &Arc<ClusterClient>,
+    spec: &UpgradeSpec,
+    manifests: &Manifests,
+) -> Result<ClusterDiscovery, ActivityError> {
     let kube = &client.client;
     let version = kube
         .apiserver_version()
         .await
         .map_err(|err| ActivityError::retryable("unavailable", format!("unreachable: {err}")))?;
-    let from_version = check_revisions(client, &spec.from, &spec.to).await?;
-    check_skew(&from_version, &spec.to_version)?;
-    check_permissions(client).await?;
+    let cluster = client.cluster.name.as_str();
+    let written = written(spec, manifests);
+    prechecks::check_kubernetes(&version.git_version, &spec.to_version, cluster)?;
+    let unserved = prechecks::unserved_kinds(client, &written).await?;
+    if !unserved.is_empty() {
+        let minor = spec.to_version.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(0);
+        let (oldest, newest) = prechecks::kubernetes_supported(minor);
+        return Err(ActivityError::fatal(
+            "precondition",
+            format!(
+                "cluster {cluster} (Kubernetes {}) does not serve {}, which the manifests of Istio {} use (Istio {} supports Kubernetes 1.{oldest} to 1.{newest})",
+                version.git_version,
+                unserved.join(", "),
+                spec.to_version,
+                spec.to_version,
+            ),
+        ));
+    }
+    prechecks::check_no_operator(client).await?;
+    let from_version = prechecks::check_revisions(client, &spec.from, &spec.to).await?;
+    prechecks::check_skew(&from_version, &spec.to_version)?;
+    prechecks::check_permissions(client, &written).await?;
     let namespaces = namespaces(client, spec).await?;
-    let gateways = gateways(client, spec).await?;
+    let gateways = gateways(client, spec, manifests, &namespaces).await?;
     let services: Api<Service> = Api::namespaced(kube.clone(), ISTIO_NAMESPACE);
     let istiod_service = services
         .get_opt("istiod")
         .await
         .map_err(|err| kube_error("read Service istiod", err))?
         .map(|s| clean(to_json(s)));
+    let tags = tags(client).await?;
     let tag_webhook = match &spec.tag {
-        Some(tag) => Some(tag_webhook(client, tag, &spec.from).await?),
+        Some(tag) => Some(tag_webhook(&tags, tag, &spec.from)?),
         None => None,
     };
+    let validators: Api<ValidatingWebhookConfiguration> = Api::all(kube.clone());
+    let default_validator = validators
+        .get_opt("istiod-default-validator")
+        .await
+        .map_err(|err| kube_error("read istiod-default-validator", err))?
+        .map(|v| typed(clean(to_json(v)), "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"));
     Ok(ClusterDiscovery {
         cluster: client.cluster.clone(),
         kubernetes_version: version.git_version,
@@ -95,160 +149,67 @@ async fn discover_one(client: &Arc<ClusterClient>, spec: &UpgradeSpec) -> Result
         gateways,
         istiod_service,
         tag_webhook,
+        tags,
+        default_validator,
+        node_agents: node_agents(client).await?,
+        kinds: prechecks::kinds_used(client, &written).await?,
     })
 }
 
-/// The old revision must be installed and available, the new one absent.
-/// Returns the old revision's Istio version (its istiod image tag).
-pub async fn check_revisions(
-    client: &ClusterClient,
-    from: &RevisionName,
-    to: &RevisionName,
-) -> Result<String, ActivityError> {
-    let deployments: Api<Deployment> = Api::namespaced(client.client.clone(), ISTIO_NAMESPACE);
-    let istiod = from.istiod();
-    let Some(old) =
-        deployments.get_opt(&istiod).await.map_err(|err| kube_error(&format!("read Deployment {istiod}"), err))?
-    else {
-        return Err(ActivityError::fatal(
-            "precondition",
-            format!("revision {from} is not installed: there is no Deployment {ISTIO_NAMESPACE}/{istiod}"),
-        ));
-    };
-    let available = old.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
-    if available < 1 {
-        return Err(ActivityError::fatal(
-            "precondition",
-            format!("revision {from} is not healthy: Deployment {istiod} has no available replica"),
-        ));
-    }
-    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.client.clone());
-    let labelled = webhooks
-        .list(&ListParams::default().labels(&format!("istio.io/rev={from}")))
+fn typed(mut object: Value, api_version: &str, kind: &str) -> Value {
+    object["apiVersion"] = serde_json::json!(api_version);
+    object["kind"] = serde_json::json!(kind);
+    object
+}
+
+/// The revision tags: every injector webhook configuration labelled `istio.io/tag`.
+async fn tags(client: &ClusterClient) -> Result<Vec<TagPlan>, ActivityError> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.client.clone());
+    let found = api
+        .list(&ListParams::default().labels("istio.io/tag"))
         .await
-        .map_err(|err| kube_error("list injector webhooks", err))?;
-    if labelled.items.is_empty() {
-        return Err(ActivityError::fatal(
-            "precondition",
-            format!(
-                "revision {from} has no injector webhook (no MutatingWebhookConfiguration labelled istio.io/rev={from})"
-            ),
-        ));
-    }
-    let new = to.istiod();
-    if deployments.get_opt(&new).await.map_err(|err| kube_error(&format!("read Deployment {new}"), err))?.is_some() {
-        return Err(ActivityError::fatal(
-            "precondition",
-            format!("revision {to} is already installed (Deployment {ISTIO_NAMESPACE}/{new} exists)"),
-        ));
-    }
-    let image = old
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|s| s.containers.first())
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default();
-    let version = image.rsplit_once(':').map(|(_, tag)| tag.to_string()).unwrap_or_default();
-    if version.split('.').count() != 3 {
-        return Err(ActivityError::fatal(
-            "precondition",
-            format!("cannot tell revision {from}'s Istio version from its image {image:?}"),
-        ));
-    }
-    Ok(version)
+        .map_err(|err| kube_error("list revision tags", err))?;
+    let mut tags: Vec<TagPlan> = found
+        .items
+        .into_iter()
+        .map(|webhook| {
+            let value =
+                typed(clean(to_json(webhook)), "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration");
+            let label = |key: &str| {
+                value
+                    .pointer(&format!("/metadata/labels/{key}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            TagPlan { name: label("istio.io~1tag"), revision: label("istio.io~1rev"), webhook: value }
+        })
+        .collect();
+    tags.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tags)
 }
 
-/// At most two minor versions apart, same major (ISTIO-REFERENCE.md §5).
-pub fn check_skew(from_version: &str, to_version: &str) -> Result<(), ActivityError> {
-    let parse = |version: &str| -> Option<(u32, u32)> {
-        let mut parts = version.split('.');
-        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-    };
-    let (Some((from_major, from_minor)), Some((to_major, to_minor))) = (parse(from_version), parse(to_version)) else {
-        return Err(ActivityError::fatal(
-            "precondition",
-            format!("cannot compare versions {from_version} and {to_version}"),
-        ));
-    };
-    if from_major != to_major || from_minor.abs_diff(to_minor) > SKEW_MINORS_MAX {
-        return Err(ActivityError::fatal(
-            "precondition",
-            format!(
-                "Istio {from_version} to {to_version} skips more than {SKEW_MINORS_MAX} minor versions; revision-based upgrades support at most {SKEW_MINORS_MAX}"
-            ),
-        ));
+/// The node agents present: `istio-cni-node`, `ztunnel`.
+async fn node_agents(client: &ClusterClient) -> Result<Vec<NodeAgentPlan>, ActivityError> {
+    let api: Api<DaemonSet> = Api::namespaced(client.client.clone(), ISTIO_NAMESPACE);
+    let mut found = Vec::new();
+    for name in ["istio-cni-node", "ztunnel"] {
+        if let Some(daemonset) =
+            api.get_opt(name).await.map_err(|err| kube_error(&format!("read DaemonSet {name}"), err))?
+        {
+            let value = to_json(daemonset);
+            found.push(NodeAgentPlan {
+                name: name.into(),
+                uid: value.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().into(),
+                image: value
+                    .pointer("/spec/template/spec/containers/0/image")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .into(),
+            });
+        }
     }
-    Ok(())
-}
-
-/// What canaryflow must be allowed to do (SelfSubjectAccessReview), as
-/// `istioctl x precheck` checks.
-const PERMISSIONS: [(&str, &str, &str, bool); 16] = [
-    ("create", "apps", "deployments", true),
-    ("patch", "apps", "deployments", true),
-    ("delete", "apps", "deployments", true),
-    ("create", "", "services", true),
-    ("delete", "", "services", true),
-    ("create", "", "configmaps", true),
-    ("create", "", "serviceaccounts", true),
-    ("create", "rbac.authorization.k8s.io", "roles", true),
-    ("create", "rbac.authorization.k8s.io", "rolebindings", true),
-    ("create", "rbac.authorization.k8s.io", "clusterroles", false),
-    ("create", "rbac.authorization.k8s.io", "clusterrolebindings", false),
-    ("create", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", false),
-    ("delete", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", false),
-    ("create", "admissionregistration.k8s.io", "validatingwebhookconfigurations", false),
-    ("patch", "", "namespaces", false),
-    ("list", "", "pods", false),
-];
-
-/// `verb group/resource`, if the cluster denies it.
-async fn denied_permission(
-    reviews: Api<SelfSubjectAccessReview>,
-    (verb, group, resource, namespaced): (&str, &str, &str, bool),
-) -> Result<Option<String>, ActivityError> {
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some(verb.into()),
-                group: Some(group.into()),
-                resource: Some(resource.into()),
-                namespace: namespaced.then(|| ISTIO_NAMESPACE.to_string()),
-                ..ResourceAttributes::default()
-            }),
-            ..SelfSubjectAccessReviewSpec::default()
-        },
-        ..SelfSubjectAccessReview::default()
-    };
-    let answer = reviews
-        .create(&PostParams::default(), &review)
-        .await
-        .map_err(|err| kube_error("SelfSubjectAccessReview", err))?;
-    if answer.status.as_ref().is_some_and(|s| s.allowed) {
-        return Ok(None);
-    }
-    let qualified = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
-    Ok(Some(format!("{verb} {qualified}")))
-}
-
-/// Access reviews one check sends at once.
-const REVIEWS_AT_ONCE: usize = 8;
-
-/// Checks every permission in [`PERMISSIONS`]; names every one denied.
-pub async fn check_permissions(client: &ClusterClient) -> Result<(), ActivityError> {
-    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.client.clone());
-    // A few reviews at a time, answers in the order asked.
-    let asked = PERMISSIONS.map(|permission| denied_permission(reviews.clone(), permission));
-    let answers: Vec<Option<String>> = futures::stream::iter(asked).buffered(REVIEWS_AT_ONCE).try_collect().await?;
-    let denied: Vec<String> = answers.into_iter().flatten().collect();
-    if denied.is_empty() {
-        return Ok(());
-    }
-    Err(ActivityError::fatal(
-        "forbidden",
-        format!("missing permissions: {} (checked with SelfSubjectAccessReview)", denied.join(", ")),
-    ))
+    Ok(found)
 }
 
 /// The namespaces that move, with their workloads.
@@ -283,7 +244,14 @@ async fn namespaces(client: &ClusterClient, spec: &UpgradeSpec) -> Result<Vec<Na
         let workloads = workloads(client, &name).await?;
         let resource_version =
             namespace.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
-        out.push(NamespacePlan { name, labels: InjectionLabels::of(&namespace), workloads, resource_version });
+        let needs_operator = unmanaged_pods(client, &name).await?;
+        out.push(NamespacePlan {
+            name,
+            labels: InjectionLabels::of(&namespace),
+            workloads,
+            resource_version,
+            needs_operator,
+        });
     }
     if out.is_empty() {
         let what = match (&spec.namespaces.selector, spec.namespaces.names.is_empty()) {
@@ -294,6 +262,26 @@ async fn namespaces(client: &ClusterClient, spec: &UpgradeSpec) -> Result<Vec<Na
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The running pods with a proxy in `namespace` that no rollout restarts:
+/// a Job's (a CronJob's runs through one), a bare pod, another controller's.
+pub async fn unmanaged_pods(client: &ClusterClient, namespace: &str) -> Result<Vec<UnmanagedPod>, ActivityError> {
+    let mut found: Vec<UnmanagedPod> = list_pods(&client.client, Some(namespace))
+        .await?
+        .into_iter()
+        .filter(|pod| pod.running() && injected_by(pod).is_some())
+        .filter_map(|pod| {
+            let owner = match pod.owner() {
+                Some(("ReplicaSet" | "Deployment" | "StatefulSet" | "DaemonSet", _)) => return None,
+                Some((kind, name)) => format!("{kind}/{name}"),
+                None => "none".to_string(),
+            };
+            Some(UnmanagedPod { name: pod.name().to_string(), owner })
+        })
+        .collect();
+    found.sort();
+    Ok(found)
 }
 
 /// The Deployments, StatefulSets and DaemonSets of a namespace.
@@ -310,16 +298,51 @@ pub async fn workloads(client: &ClusterClient, namespace: &str) -> Result<Vec<Wo
     Ok(out)
 }
 
-/// The gateways: as listed, or every Deployment labelled `istio=ingressgateway|egressgateway`.
-async fn gateways(client: &ClusterClient, spec: &UpgradeSpec) -> Result<Vec<GatewayPlan>, ActivityError> {
-    let mut deployments: Vec<Deployment> = Vec::new();
+/// Whether a gateway Deployment is injected (Helm's gateway chart: the
+/// `gateway` injection template fills in its `image: auto` proxy) rather
+/// than carrying its own proxy (istioctl's gateways).
+fn injected_gateway(deployment: &Value) -> bool {
+    let template = deployment.pointer("/spec/template");
+    let annotation = template
+        .and_then(|t| t.pointer("/metadata/annotations/inject.istio.io~1templates"))
+        .and_then(Value::as_str)
+        .is_some_and(|templates| templates.split(',').any(|t| t.trim() == "gateway"));
+    let auto = template
+        .and_then(|t| t.pointer("/spec/containers"))
+        .and_then(Value::as_array)
+        .is_some_and(|containers| containers.iter().any(|c| c["name"] == "istio-proxy" && c["image"] == "auto"));
+    annotation || auto
+}
+
+/// Whether a Deployment is an Istio gateway: `istio: ingressgateway`,
+/// `egressgateway` (istioctl), `ingress`, `egress` (Helm), or injected with
+/// the gateway template.
+fn is_gateway(deployment: &Value) -> bool {
+    let istio = deployment.pointer("/spec/template/metadata/labels/istio").and_then(Value::as_str);
+    matches!(istio, Some("ingressgateway" | "egressgateway" | "ingress" | "egress")) || injected_gateway(deployment)
+}
+
+/// The gateways the `gateways` step upgrades: istioctl's (their own proxy;
+/// the new revision's manifests must render each one that runs the old
+/// revision, or it would be left behind), and injected ones the namespace
+/// labels do not move, that name the old revision themselves (set
+/// `istio.io/rev` on their template, as Istio's gateway docs do). An
+/// injected gateway in a moved namespace moves with it, like any workload;
+/// one injected through the `default` tag moves when the tag does.
+async fn gateways(
+    client: &ClusterClient,
+    spec: &UpgradeSpec,
+    manifests: &Manifests,
+    moved: &[NamespacePlan],
+) -> Result<Vec<GatewayPlan>, ActivityError> {
+    let mut deployments: Vec<Value> = Vec::new();
     match &spec.gateways {
         Some(names) => {
             for name in names {
                 let (namespace, gateway) = name.split_once('/').expect("checked by the spec");
                 let api: Api<Deployment> = Api::namespaced(client.client.clone(), namespace);
                 match api.get_opt(gateway).await.map_err(|err| kube_error(&format!("read gateway {name}"), err))? {
-                    Some(found) => deployments.push(found),
+                    Some(found) => deployments.push(to_json(found)),
                     None => {
                         return Err(ActivityError::fatal(
                             "precondition",
@@ -331,41 +354,79 @@ async fn gateways(client: &ClusterClient, spec: &UpgradeSpec) -> Result<Vec<Gate
         }
         None => {
             let api: Api<Deployment> = Api::all(client.client.clone());
-            let params = ListParams::default().labels("istio in (ingressgateway,egressgateway)");
-            deployments = api.list(&params).await.map_err(|err| kube_error("list gateways", err))?.items;
+            let all = api.list(&ListParams::default()).await.map_err(|err| kube_error("list gateways", err))?.items;
+            deployments = all.into_iter().map(to_json).filter(is_gateway).collect();
         }
     }
-    Ok(deployments
-        .into_iter()
-        .map(|deployment| {
-            let value = to_json(deployment);
-            GatewayPlan {
-                namespace: value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string(),
-                name: value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string(),
-                revision: gateway_revision(&value),
-                snapshot: clean(value),
+    let namespaces: Api<Namespace> = Api::all(client.client.clone());
+    let mut out = Vec::new();
+    for value in deployments {
+        let text = |pointer: &str| value.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (namespace, name) = (text("/metadata/namespace"), text("/metadata/name"));
+        let revision = gateway_revision(&value);
+        let injected = injected_gateway(&value);
+        let rendered = manifests.gateways.iter().any(|o| {
+            o["kind"] == "Deployment"
+                && o["metadata"]["name"] == name.as_str()
+                && o["metadata"]["namespace"] == namespace.as_str()
+        });
+        if !injected {
+            if !rendered && revision == spec.from.0 {
+                return Err(ActivityError::fatal(
+                    "precondition",
+                    format!(
+                        "gateway {namespace}/{name} carries its own proxy of revision {} and the manifests do not render it: render the gateways with the new revision (istioctl manifest generate includes them), or it would be left on {} and block its uninstall",
+                        spec.from, spec.from
+                    ),
+                ));
             }
-        })
-        .collect())
+            if rendered {
+                out.push(GatewayPlan { namespace, name, revision, snapshot: clean(value), injected });
+            }
+            continue;
+        }
+        if moved.iter().any(|plan| plan.name == namespace) {
+            continue; // moves with its namespace
+        }
+        let labels = namespaces
+            .get_opt(&namespace)
+            .await
+            .map_err(|err| kube_error(&format!("read namespace {namespace}"), err))?
+            .map(|ns| InjectionLabels::of(&to_json(ns)))
+            .unwrap_or_default();
+        let template_revision = value.pointer("/spec/template/metadata/labels/istio.io~1rev").and_then(Value::as_str);
+        match (&labels.istio_injection, &labels.istio_rev) {
+            (None, Some(namespace_revision)) if *namespace_revision == spec.from.0 => {
+                return Err(ActivityError::fatal(
+                    "precondition",
+                    format!(
+                        "gateway {namespace}/{name} is injected through namespace {namespace}'s istio.io/rev={}: add {namespace} to spec.namespaces so that it moves",
+                        spec.from
+                    ),
+                ));
+            }
+            (None, None) if template_revision == Some(spec.from.0.as_str()) => {
+                out.push(GatewayPlan { namespace, name, revision, snapshot: clean(value), injected });
+            }
+            _ => {} // injected through the default tag, or already elsewhere
+        }
+    }
+    Ok(out)
 }
 
 /// The tag's webhook configuration; it must point at the old revision.
-async fn tag_webhook(client: &ClusterClient, tag: &str, from: &RevisionName) -> Result<Value, ActivityError> {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.client.clone());
-    let name = format!("istio-revision-tag-{tag}");
-    let Some(webhook) = api.get_opt(&name).await.map_err(|err| kube_error(&format!("read {name}"), err))? else {
+fn tag_webhook(tags: &[TagPlan], tag: &str, from: &RevisionName) -> Result<Value, ActivityError> {
+    let Some(found) = tags.iter().find(|t| t.name == tag) else {
         return Err(ActivityError::fatal(
             "precondition",
-            format!("revision tag {tag} does not exist (no MutatingWebhookConfiguration {name})"),
+            format!("revision tag {tag} does not exist (no MutatingWebhookConfiguration istio-revision-tag-{tag})"),
         ));
     };
-    let value = to_json(webhook);
-    let points_at = value.pointer("/metadata/labels/istio.io~1rev").and_then(Value::as_str).unwrap_or_default();
-    if points_at != from.0 {
+    if found.revision != from.0 {
         return Err(ActivityError::fatal(
             "precondition",
-            format!("revision tag {tag} points at {points_at:?}, not at {from}"),
+            format!("revision tag {tag} points at {:?}, not at {from}", found.revision),
         ));
     }
-    Ok(clean(value))
+    Ok(found.webhook.clone())
 }

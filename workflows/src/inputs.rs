@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::spec::{ClusterRef, RevisionName, UpgradeSpec};
+use crate::spec::{ClusterRef, RevisionName, SharedPolicy, UpgradeSpec};
 
 /// The definition name of the upgrade workflow.
 pub const DEFINITION: &str = "istio-canary-upgrade";
@@ -27,8 +27,64 @@ pub struct UpgradeInput {
     pub control_plane: Vec<Value>,
     /// The new revision's gateway objects.
     pub gateways: Vec<Value>,
+    /// Istio's CRDs as the manifests carry them.
+    #[serde(default)]
+    pub crds: Vec<Value>,
+    /// The CNI node agent's objects as the manifests carry them.
+    #[serde(default)]
+    pub cni: Vec<Value>,
+    /// ztunnel's objects as the manifests carry them.
+    #[serde(default)]
+    pub ztunnel: Vec<Value>,
     /// What each cluster looked like when the upgrade was planned.
     pub clusters: Vec<ClusterDiscovery>,
+}
+
+/// One object, by kind and name: what a record or a message names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// `apps/v1`.
+    pub api_version: String,
+    /// `Deployment`.
+    pub kind: String,
+    /// Empty for a cluster-scoped object.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// The reference of `object`.
+    #[must_use]
+    pub fn of(object: &Value) -> Self {
+        let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string();
+        Self {
+            api_version: text("/apiVersion"),
+            kind: text("/kind"),
+            namespace: text("/metadata/namespace"),
+            name: text("/metadata/name"),
+        }
+    }
+
+    /// A JSON object with only what names it: for reads and deletes.
+    #[must_use]
+    pub fn probe(&self) -> Value {
+        let mut metadata = serde_json::json!({"name": self.name});
+        if !self.namespace.is_empty() {
+            metadata["namespace"] = serde_json::json!(self.namespace);
+        }
+        serde_json::json!({"apiVersion": self.api_version, "kind": self.kind, "metadata": metadata})
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
 }
 
 /// The labels that decide injection, as a namespace had them.
@@ -55,6 +111,16 @@ impl InjectionLabels {
     }
 }
 
+/// A pod that no rollout restarts (a Job's, a CronJob's, a bare pod, one
+/// of another controller): an operator must replace it to move it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UnmanagedPod {
+    /// Its name.
+    pub name: String,
+    /// What owns it (`Job/backup-29`, or `none`).
+    pub owner: String,
+}
+
 /// A Deployment, StatefulSet or DaemonSet.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WorkloadRef {
@@ -78,6 +144,9 @@ pub struct NamespacePlan {
     /// changed since, the labels are known without reading them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
+    /// Pods with a proxy that no restart moves: reported, never waited on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_operator: Vec<UnmanagedPod>,
 }
 
 /// A gateway Deployment and how it was before the upgrade.
@@ -91,6 +160,42 @@ pub struct GatewayPlan {
     pub revision: String,
     /// The Deployment, cleaned of server fields: what the compensation re-applies.
     pub snapshot: Value,
+    /// Injected (Helm's gateway chart, `inject.istio.io/templates: gateway`)
+    /// rather than carrying its own proxy (istioctl's): it moves as the
+    /// injection labels say, by a restart.
+    #[serde(default)]
+    pub injected: bool,
+}
+
+/// A revision tag: its injector webhook configuration and the revision it points at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagPlan {
+    /// The tag (`default`, `prod-stable`).
+    pub name: String,
+    /// The revision it points at.
+    pub revision: String,
+    /// Its MutatingWebhookConfiguration, cleaned.
+    pub webhook: Value,
+}
+
+/// A kind and the API version the upgrade uses for it on one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServedKind {
+    /// `policy/PodDisruptionBudget`, `Service`.
+    pub kind: String,
+    /// `policy/v1beta1`.
+    pub api_version: String,
+}
+
+/// A node agent (`istio-cni-node`, `ztunnel`) as planning saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeAgentPlan {
+    /// The DaemonSet's name.
+    pub name: String,
+    /// Its uid: the same object after the upgrade unless asked to upgrade it.
+    pub uid: String,
+    /// Its image.
+    pub image: String,
 }
 
 /// What planning saw in one cluster.
@@ -110,6 +215,18 @@ pub struct ClusterDiscovery {
     pub istiod_service: Option<Value>,
     /// The tag's webhook configuration as it was (cleaned), for the tag flow.
     pub tag_webhook: Option<Value>,
+    /// The revision tags, with the revisions they point at.
+    #[serde(default)]
+    pub tags: Vec<TagPlan>,
+    /// `istiod-default-validator` as it was (cleaned), if there is one.
+    #[serde(default)]
+    pub default_validator: Option<Value>,
+    /// The node agents present (CNI, ztunnel).
+    #[serde(default)]
+    pub node_agents: Vec<NodeAgentPlan>,
+    /// Which API version of each kind the upgrade uses here, as the cluster serves them.
+    #[serde(default)]
+    pub kinds: Vec<ServedKind>,
 }
 
 /// Who and what every step of one cluster is about.
@@ -136,18 +253,71 @@ pub struct PrecheckInput {
     pub from_version: String,
 }
 
-/// `install`: the objects come from the workflow input.
+/// `record`: the objects the install, the gateways and the shared
+/// upgrades will write (from the workflow input), read before any is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordInput {
+    /// The cluster and revisions.
+    pub target: Target,
+    /// Which shared pieces the upgrade writes.
+    pub shared: SharedPolicy,
+}
+
+/// One object as it was before the upgrade wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriorState {
+    /// The object.
+    pub object: ObjectRef,
+    /// It as it was (cleaned of server fields), or `None` if it did not
+    /// exist. CRDs are recorded as existing or not only: they are never
+    /// put back (a newer CRD serves every revision; an older one could
+    /// strand config written in a version it does not serve).
+    pub before: Option<Value>,
+    /// Whether it existed.
+    pub existed: bool,
+}
+
+/// What `record` read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RecordOutput {
+    /// Every object the upgrade will write, as it was.
+    pub objects: Vec<PriorState>,
+}
+
+/// `install` and the shared upgrades: the objects come from the workflow
+/// input, their prior state from `record`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstallInput {
     /// The cluster and revisions.
     pub target: Target,
+    /// The `record` step, whose output its compensation acts on.
+    #[serde(default)]
+    pub record_step: String,
+    /// How long a rollout may take (a node agent's).
+    #[serde(default)]
+    pub timeout_ms: u64,
 }
 
-/// What `install` applied.
+/// `shared/cni`, `shared/ztunnel`: upgrade a node agent in place.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeAgentInput {
+    /// The cluster, the record, the rollout timeout.
+    pub install: InstallInput,
+    /// `cni` or `ztunnel`.
+    pub agent: String,
+}
+
+/// What `install` (or a shared upgrade) changed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InstallOutput {
     /// `kind namespace/name` of each object applied.
     pub applied: Vec<String>,
+    /// Those of them that did not exist before.
+    #[serde(default)]
+    pub created: Vec<ObjectRef>,
+    /// Those that existed, and were changed.
+    #[serde(default)]
+    pub changed: Vec<ObjectRef>,
 }
 
 /// `wait-control-plane`.
@@ -160,13 +330,26 @@ pub struct WaitInput {
 }
 
 /// `validation` and `handover`: Service `istiod`, the base chart's
-/// validating webhook's target.
+/// validating webhook's target; for `handover` also the `default` tag.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ValidationInput {
     /// The cluster and revisions.
     pub target: Target,
     /// Service `istiod` as planning saw it.
     pub service_before: Option<Value>,
+    /// The `default` tag as planning saw it (1.12+).
+    #[serde(default)]
+    pub default_tag: Option<TagPlan>,
+    /// `istiod-default-validator` as planning saw it.
+    #[serde(default)]
+    pub default_validator: Option<Value>,
+    /// Namespaces the upgrade moves itself (their workloads are not
+    /// restarted again when the default tag moves).
+    #[serde(default)]
+    pub moved_namespaces: Vec<String>,
+    /// How long a rollout may take.
+    #[serde(default)]
+    pub timeout_ms: u64,
 }
 
 /// What `validation` or `handover` changed.
@@ -178,6 +361,10 @@ pub struct ValidationOutput {
     pub objects_before: Vec<Value>,
     /// Objects created (the compensation deletes them).
     pub created: Vec<Value>,
+    /// Workloads restarted so that what the default tag injects follows
+    /// it, by namespace (the compensation restarts them again).
+    #[serde(default)]
+    pub restarted: BTreeMap<String, Vec<WorkloadRef>>,
 }
 
 /// `gateways`.
@@ -256,6 +443,10 @@ pub struct VerifyOutput {
     pub pods: usize,
     /// Restarts per `namespace/pod`.
     pub restarts: BTreeMap<String, u64>,
+    /// Pods no restart moves, still on another revision: an operator must
+    /// replace them (`namespace/pod (owner)`). They block the uninstall.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_operator: Vec<String>,
 }
 
 /// A wave's health gate.

@@ -13,24 +13,41 @@ pub const UNINSTALL_COMPONENTS: [&str; 5] = ["Pilot", "IngressGateways", "Egress
 
 /// Kinds `istioctl uninstall --revision` lists, in the order canaryflow
 /// deletes them (webhooks first, so that nothing calls a vanishing istiod),
-/// by API version. Secrets are listed by istioctl, but canaryflow never
-/// records a Secret, so it never deletes one it could not put back.
-pub const UNINSTALL_KINDS: [(&str, &str); 14] = [
-    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
-    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"),
-    ("apps/v1", "Deployment"),
-    ("apps/v1", "DaemonSet"),
-    ("v1", "Service"),
-    ("v1", "ConfigMap"),
-    ("v1", "ServiceAccount"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ("rbac.authorization.k8s.io/v1", "Role"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-    ("v1", "Secret"),
+/// by API group: the version is the one each cluster prefers, found by
+/// discovery. Secrets are listed by istioctl, but canaryflow never records
+/// a Secret, so it never deletes one it could not put back; Pods go with
+/// their Deployment.
+pub const UNINSTALL_KINDS: [(&str, &str); 15] = [
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    ("apps", "Deployment"),
+    ("apps", "DaemonSet"),
+    ("", "Service"),
+    ("", "ConfigMap"),
+    ("", "ServiceAccount"),
+    ("rbac.authorization.k8s.io", "RoleBinding"),
+    ("rbac.authorization.k8s.io", "Role"),
+    ("policy", "PodDisruptionBudget"),
+    ("autoscaling", "HorizontalPodAutoscaler"),
+    ("networking.istio.io", "EnvoyFilter"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("", "Secret"),
 ];
+
+/// An image's Istio version: its tag without a variant (`-distroless`,
+/// `-debug`), when it has one (`registry:5000/istio/proxyv2:1.28.0-distroless`
+/// is 1.28.0; `proxyv2@sha256:...` has none).
+#[must_use]
+pub fn image_version(image: &str) -> Option<String> {
+    let named = image.split_once('@').map_or(image, |(named, _)| named);
+    let last = named.rsplit('/').next().unwrap_or(named);
+    let (_, tag) = last.rsplit_once(':')?;
+    let tag = tag.strip_suffix("-distroless").or_else(|| tag.strip_suffix("-debug")).unwrap_or(tag);
+    let numbers = tag.split_once('-').map_or(tag, |(numbers, _)| numbers);
+    let valid = numbers.split('.').count() == 3 && numbers.split('.').all(|part| part.parse::<u32>().is_ok());
+    valid.then(|| tag.to_string())
+}
 
 /// The label selector of `istioctl uninstall --revision <revision>`.
 #[must_use]
@@ -74,7 +91,21 @@ struct PodMeta {
     #[serde(default)]
     annotations: std::collections::BTreeMap<String, String>,
     #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
     deletion_timestamp: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    owner_references: Vec<OwnerView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct OwnerView {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    controller: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -106,6 +137,8 @@ struct EnvView {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PodStatusView {
+    #[serde(default)]
+    phase: Option<String>,
     #[serde(default)]
     conditions: Vec<ConditionView>,
     #[serde(default)]
@@ -157,6 +190,35 @@ impl PodView {
         self.status.conditions.iter().any(|c| c.kind == "Ready" && c.status == "True")
     }
 
+    /// One of its labels.
+    #[must_use]
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.metadata.labels.get(key).map(String::as_str)
+    }
+
+    /// Whether its labels say it is a gateway's (`istio: ingressgateway`, ...).
+    #[must_use]
+    pub fn labels_say_gateway(&self) -> bool {
+        matches!(self.label("istio"), Some("ingressgateway" | "egressgateway" | "ingress" | "egress"))
+    }
+
+    /// Whether the pod still runs (or will): not Succeeded, not Failed.
+    #[must_use]
+    pub fn running(&self) -> bool {
+        !matches!(self.status.phase.as_deref(), Some("Succeeded" | "Failed"))
+    }
+
+    /// Its controller (`kind`, `name`), from its owner references.
+    #[must_use]
+    pub fn owner(&self) -> Option<(&str, &str)> {
+        let references = &self.metadata.owner_references;
+        references
+            .iter()
+            .find(|owner| owner.controller == Some(true))
+            .or_else(|| references.first())
+            .map(|owner| (owner.kind.as_str(), owner.name.as_str()))
+    }
+
     /// Restarts of all its containers.
     #[must_use]
     pub fn restarts(&self) -> u64 {
@@ -184,14 +246,14 @@ struct ProxyConfig {
 /// The revision comes from, in order: the `revision` field of
 /// `sidecar.istio.io/status` (1.11+), the `istio.io/rev` annotation
 /// (1.18+), then the control-plane address the proxy was given
-/// (`CA_ADDR`, or `discoveryAddress` in `PROXY_CONFIG`): `istiod-<rev>` is
-/// revision `<rev>`, plain `istiod` the default. Never the `istio.io/rev`
+/// (`discoveryAddress` in `PROXY_CONFIG`, else `CA_ADDR` when it names an
+/// istiod): `istiod-<rev>` is revision `<rev>`, plain `istiod` the default. Never the `istio.io/rev`
 /// pod label: Istio stopped setting it in 1.11, and a user may set it.
 #[must_use]
 pub fn injected_by(pod: &PodView) -> Option<Injection> {
     let mut containers = pod.spec.containers.iter().chain(&pod.spec.init_containers);
     let proxy = containers.find(|c| c.name == "istio-proxy")?;
-    let proxy_version = proxy.image.rsplit_once(':').map(|(_, tag)| tag.to_string());
+    let proxy_version = image_version(&proxy.image);
     let annotations = &pod.metadata.annotations;
     let status_revision = annotations
         .get("sidecar.istio.io/status")
@@ -208,28 +270,42 @@ pub fn injected_by(pod: &PodView) -> Option<Injection> {
         });
     }
     let value = |name: &str| proxy.env.iter().find(|e| e.name == name).and_then(|e| e.value.as_deref());
-    let address = value("CA_ADDR").map(str::to_string).or_else(|| {
-        value("PROXY_CONFIG")
-            .and_then(|config| serde_json::from_str::<ProxyConfig>(config).ok())
-            .and_then(|config| config.discovery_address)
-    });
-    let revision = address.as_deref().and_then(|address| address.split('.').next()).map(|service| {
-        match service.strip_prefix("istiod-") {
-            Some(revision) => revision.to_string(),
-            None => "default".to_string(),
-        }
+    let istiod = |address: &str| {
+        let service = address.split(['.', ':']).next().unwrap_or_default();
+        (service == "istiod" || service.starts_with("istiod-")).then(|| service.to_string())
+    };
+    // The discovery address first: with `global.caAddress` set, CA_ADDR
+    // names another CA and says nothing of the control plane.
+    let service = value("PROXY_CONFIG")
+        .and_then(|config| serde_json::from_str::<ProxyConfig>(config).ok())
+        .and_then(|config| config.discovery_address)
+        .and_then(|address| istiod(&address))
+        .or_else(|| value("CA_ADDR").and_then(istiod));
+    let revision = service.map(|service| match service.strip_prefix("istiod-") {
+        Some(revision) => revision.to_string(),
+        None => "default".to_string(),
     });
     Some(Injection { revision, proxy_version, evidence: "control-plane address".into() })
 }
 
-/// The revision a gateway Deployment's template names (`istio.io/rev`), `default` when none.
+/// The revision a gateway Deployment runs: what its template's
+/// `istio.io/rev` names, else (1.6 gateways carry no revision label) the
+/// istiod its own proxy's `CA_ADDR` names; `default` when neither does.
 #[must_use]
 pub fn gateway_revision(deployment: &Value) -> String {
-    deployment
-        .pointer("/spec/template/metadata/labels/istio.io~1rev")
-        .and_then(Value::as_str)
-        .unwrap_or("default")
-        .to_string()
+    if let Some(revision) = deployment.pointer("/spec/template/metadata/labels/istio.io~1rev").and_then(Value::as_str) {
+        return revision.to_string();
+    }
+    let containers = deployment.pointer("/spec/template/spec/containers").and_then(Value::as_array);
+    let address = containers
+        .and_then(|containers| containers.iter().find(|c| c["name"] == "istio-proxy"))
+        .and_then(|proxy| proxy.get("env").and_then(Value::as_array))
+        .and_then(|env| env.iter().find(|e| e["name"] == "CA_ADDR"))
+        .and_then(|e| e.get("value").and_then(Value::as_str));
+    match address.and_then(|address| address.split(['.', ':']).next()) {
+        Some(service) if service.starts_with("istiod-") => service.trim_start_matches("istiod-").to_string(),
+        _ => "default".to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -275,6 +351,30 @@ mod tests {
             injected_by(&view(&json!({"spec": {"containers": [{"name": "app"}]}}))),
             None,
             "no proxy, no injection"
+        );
+    }
+
+    /// Issue 15, point 5: images as real installs name them, and a CA of
+    /// one's own (`global.caAddress`).
+    #[test]
+    fn r15_real_images_and_an_external_ca_name_the_right_revision_and_version() {
+        assert_eq!(image_version("registry.corp:5000/mesh/proxyv2:1.28.0-distroless").as_deref(), Some("1.28.0"));
+        assert_eq!(image_version("docker.io/istio/proxyv2:1.28.0-debug").as_deref(), Some("1.28.0"));
+        assert_eq!(image_version("gcr.io/istio-release/proxyv2:1.28.0@sha256:0123abcd").as_deref(), Some("1.28.0"));
+        assert_eq!(image_version("registry.corp:5000/mesh/proxyv2@sha256:0123abcd"), None, "a digest names no version");
+        assert_eq!(image_version("docker.io/istio/proxyv2:latest"), None);
+        assert_eq!(image_version("docker.io/istio/proxyv2:1.28.0-rc.1").as_deref(), Some("1.28.0-rc.1"));
+        let config = json!({"discoveryAddress": "istiod-1-28-0.istio-system.svc:15012"}).to_string();
+        let external_ca = pod(
+            json!({"sidecar.istio.io/status": "{}"}),
+            json!([{"name": "CA_ADDR", "value": "cert-manager-istio-csr.cert-manager.svc:443"},
+                   {"name": "PROXY_CONFIG", "value": config}]),
+            "registry.corp:5000/mesh/proxyv2:1.28.0-distroless",
+        );
+        let injection = injected_by(&external_ca).expect("injected");
+        assert_eq!(
+            (injection.revision.as_deref(), injection.proxy_version.as_deref()),
+            (Some("1-28-0"), Some("1.28.0"))
         );
     }
 

@@ -10,7 +10,7 @@ use canaryflow_engine::ActivityError;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, WatchEvent};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::discovery::{Discovery, Scope};
+use kube::discovery::{ApiResource, Discovery, Scope};
 use kube::{Client, Config, Resource};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
@@ -287,10 +287,11 @@ pub fn describe(object: &Value) -> String {
 }
 
 impl ClusterClient {
-    /// The cluster's API discovery, made once.
-    pub async fn discovery(&self) -> Result<Arc<Discovery>, ActivityError> {
+    /// The cluster's API discovery, made once (and again with `refresh`:
+    /// a CRD applied since serves a kind the first one did not know).
+    pub async fn discovery(&self, refresh: bool) -> Result<Arc<Discovery>, ActivityError> {
         let mut cached = self.discovery.lock().await;
-        if let Some(discovery) = cached.as_ref() {
+        if let (Some(discovery), false) = (cached.as_ref(), refresh) {
             return Ok(discovery.clone());
         }
         let discovery =
@@ -300,24 +301,61 @@ impl ClusterClient {
         Ok(discovery)
     }
 
+    /// The resource `api_version` `kind` is served as, looking once more
+    /// when the cluster did not serve it at the last look.
+    pub async fn served(&self, api_version: &str, kind: &str) -> Result<Option<(ApiResource, Scope)>, ActivityError> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+        for refresh in [false, true] {
+            let discovery = self.discovery(refresh).await?;
+            if let Some((resource, capabilities)) = discovery.resolve_gvk(&gvk) {
+                return Ok(Some((resource, capabilities.scope)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The version of `group`'s `kind` the cluster prefers (`policy/v1beta1`
+    /// PodDisruptionBudgets on Kubernetes 1.18, `policy/v1` on 1.32), if it
+    /// serves the kind at all.
+    pub async fn preferred(&self, group: &str, kind: &str) -> Result<Option<(ApiResource, Scope)>, ActivityError> {
+        for refresh in [false, true] {
+            let discovery = self.discovery(refresh).await?;
+            let Some(api_group) = discovery.get(group) else { continue };
+            let found = api_group
+                .recommended_kind(kind)
+                .or_else(|| api_group.resources_by_stability().into_iter().find(|(resource, _)| resource.kind == kind));
+            if let Some((resource, capabilities)) = found {
+                return Ok(Some((resource, capabilities.scope)));
+            }
+        }
+        Ok(None)
+    }
+
     /// The dynamic API for `object`'s kind, in its namespace if it has one.
     pub async fn api_for(&self, object: &Value) -> Result<Api<DynamicObject>, ActivityError> {
         let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
         let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
-        let discovery = self.discovery().await?;
-        let (resource, capabilities) = discovery.resolve_gvk(&gvk).ok_or_else(|| {
+        let (resource, scope) = self.served(api_version, kind).await?.ok_or_else(|| {
             ActivityError::fatal(
                 "invalid",
                 format!("cluster {} does not serve {api_version} {kind}", self.cluster.name),
             )
         })?;
-        Ok(match (capabilities.scope, object.pointer("/metadata/namespace").and_then(Value::as_str)) {
+        Ok(match (scope, object.pointer("/metadata/namespace").and_then(Value::as_str)) {
             (Scope::Namespaced, Some(namespace)) => Api::namespaced_with(self.client.clone(), namespace, &resource),
             (Scope::Namespaced, None) => Api::default_namespaced_with(self.client.clone(), &resource),
             (Scope::Cluster, _) => Api::all_with(self.client.clone(), &resource),
         })
+    }
+
+    /// The dynamic API of `resource`: in `namespace`, or across all of them.
+    #[must_use]
+    pub fn api_with(&self, resource: &ApiResource, scope: Scope, namespace: Option<&str>) -> Api<DynamicObject> {
+        match (scope, namespace) {
+            (Scope::Namespaced, Some(namespace)) => Api::namespaced_with(self.client.clone(), namespace, resource),
+            (Scope::Namespaced, None) | (Scope::Cluster, _) => Api::all_with(self.client.clone(), resource),
+        }
     }
 
     /// Server-side applies `object` as canaryflow (forcing ownership when

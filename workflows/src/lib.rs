@@ -24,7 +24,9 @@ mod inputs;
 mod istio;
 mod kube_ops;
 mod manifests;
+pub mod ownership;
 pub mod plan;
+mod prechecks;
 mod spec;
 
 use std::collections::BTreeMap;
@@ -33,10 +35,11 @@ use std::path::Path;
 use canaryflow_engine::{Compensation, NewWorkflow, Payload, StepSpec};
 
 pub use crate::activities::{ACTIVITIES, Settings, register_all};
-pub use crate::discovery::{DiscoveryError, SKEW_MINORS_MAX};
+pub use crate::discovery::{DiscoveryError, written};
 pub use crate::inputs::*;
-pub use crate::istio::{Injection, PodView, injected_by, uninstall_selector};
+pub use crate::istio::{Injection, PodView, image_version, injected_by, uninstall_selector};
 pub use crate::manifests::Manifests;
+pub use crate::prechecks::SKEW_MINORS_MAX;
 pub use crate::spec::*;
 
 /// Why an upgrade cannot start.
@@ -74,9 +77,10 @@ pub struct Prepared {
 pub async fn prepare(spec_path: &Path) -> Result<Prepared, PrepareError> {
     let spec_error = |error| PrepareError::Spec { path: spec_path.display().to_string(), error };
     let spec = UpgradeSpec::load(spec_path).map_err(spec_error)?;
-    let manifests = Manifests::load(&spec.manifests, &spec.to, &spec.to_version).map_err(spec_error)?;
+    let manifests =
+        Manifests::load(&spec.manifests, &spec.to, &spec.to_version, &spec.manifest_namespaces).map_err(spec_error)?;
     let clusters = kube_ops::Clusters::default();
-    let mut found = discovery::discover(&clusters, &spec).await.map_err(PrepareError::Clusters)?;
+    let mut found = discovery::discover(&clusters, &spec, &manifests).await.map_err(PrepareError::Clusters)?;
     found.sort_by_key(|d| spec.clusters.iter().position(|c| c.name == d.cluster.name));
     Ok(Prepared { spec, manifests, clusters: found })
 }
@@ -84,11 +88,19 @@ pub async fn prepare(spec_path: &Path) -> Result<Prepared, PrepareError> {
 impl Prepared {
     /// The workflow to start: its plan, and the input every step may read.
     pub fn workflow(&self) -> Result<NewWorkflow, PrepareError> {
-        let plan = plan::build(&self.spec, &self.clusters)?;
+        let carried = plan::Carried {
+            crds: !self.manifests.crds.is_empty(),
+            cni: !self.manifests.cni.is_empty(),
+            ztunnel: !self.manifests.ztunnel.is_empty(),
+        };
+        let plan = plan::build(&self.spec, &self.clusters, carried)?;
         let input = UpgradeInput {
             spec: self.spec.clone(),
             control_plane: self.manifests.control_plane.clone(),
             gateways: self.manifests.gateways.clone(),
+            crds: self.manifests.crds.clone(),
+            cni: self.manifests.cni.clone(),
+            ztunnel: self.manifests.ztunnel.clone(),
             clusters: self.clusters.clone(),
         };
         let input = Payload::json(&input)
@@ -118,8 +130,11 @@ pub fn compensation_of(step: &StepSpec) -> String {
         Compensation::None => "nothing to undo".into(),
         Compensation::Irreversible => "cannot be undone".into(),
         Compensation::Activity { name, .. } => match name.as_str() {
-            activity::REMOVE_INSTALLED => "delete the objects it installed".into(),
-            activity::RESTORE_VALIDATION => "restore what served validation before".into(),
+            activity::REMOVE_INSTALLED => "delete what it created, put back what it changed (from the record)".into(),
+            activity::RESTORE_NODE_AGENT => "put the recorded DaemonSet back and wait until it runs".into(),
+            activity::RESTORE_VALIDATION => {
+                "restore what served validation and injection before, then restart what moved".into()
+            }
             activity::RESTORE_GATEWAYS => "put the old gateways back and wait until they run".into(),
             activity::RESTORE_NAMESPACE => "restore the namespace's labels, then restart its workloads".into(),
             activity::RESTORE_TAG => "point the tag back, then restart its namespaces".into(),

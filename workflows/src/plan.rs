@@ -4,11 +4,17 @@
 //! Per cluster, in the seed procedure's order:
 //!
 //! ```text
-//! precheck -> install -> wait-control-plane -> validation -> gateways
+//! precheck -> record -> [shared/crds] -> install -> wait-control-plane
+//!   -> validation -> [shared/cni] -> [shared/ztunnel] -> gateways
 //!   -> move/<ns> (one per namespace; or move-tag/<tag>) -> verify
 //!   -> [wave gate: soak, health, approval]
 //!   -> handover -> snapshot -> uninstall
 //! ```
+//!
+//! `record` reads, before anything is written, every object the upgrade
+//! will write: the install's rollback acts on that record (delete what did
+//! not exist, put back what did), not on a guess. Shared pieces are
+//! upgraded only in steps of their own, and only as `spec.shared` asks.
 //!
 //! A wave's next wave starts after its gate. `handover` (pointing
 //! validation at the new revision) waits for the gate rather than coming
@@ -22,15 +28,30 @@ use canaryflow_engine::{
 use serde::Serialize;
 
 use crate::inputs::{
-    ClusterDiscovery, GatewaysInput, HealthInput, InstallInput, MoveInput, MoveTagInput, PrecheckInput, SnapshotInput,
-    Target, UninstallInput, ValidationInput, VerifyInput, WaitInput,
+    ClusterDiscovery, GatewaysInput, HealthInput, InstallInput, MoveInput, MoveTagInput, NodeAgentInput, PrecheckInput,
+    RecordInput, SnapshotInput, Target, UninstallInput, ValidationInput, VerifyInput, WaitInput,
 };
-use crate::spec::{OnFailure, UpgradeSpec};
+use crate::spec::{OnFailure, SharedChoice, UpgradeSpec};
+
+/// Which shared pieces the new revision's manifests carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// CRDs.
+    pub crds: bool,
+    /// The CNI node agent.
+    pub cni: bool,
+    /// ztunnel.
+    pub ztunnel: bool,
+}
 
 /// Activity names.
 pub mod activity {
     #![allow(missing_docs, reason = "the names say it")]
     pub const PRECHECK: &str = "istio.precheck";
+    pub const RECORD: &str = "istio.record";
+    pub const UPGRADE_CRDS: &str = "istio.upgrade-crds";
+    pub const UPGRADE_NODE_AGENT: &str = "istio.upgrade-node-agent";
+    pub const RESTORE_NODE_AGENT: &str = "istio.restore-node-agent";
     pub const INSTALL: &str = "istio.install";
     pub const REMOVE_INSTALLED: &str = "istio.remove-installed";
     pub const WAIT_CONTROL_PLANE: &str = "istio.wait-control-plane";
@@ -129,7 +150,7 @@ impl StepBuilder {
 }
 
 /// The upgrade's plan.
-pub fn build(spec: &UpgradeSpec, clusters: &[ClusterDiscovery]) -> Result<Plan, PlanError> {
+pub fn build(spec: &UpgradeSpec, clusters: &[ClusterDiscovery], carried: Carried) -> Result<Plan, PlanError> {
     let mut steps: Vec<StepSpec> = Vec::new();
     let mut previous_gate: Option<String> = None;
     let mut group_limits = Vec::new();
@@ -148,7 +169,7 @@ pub fn build(spec: &UpgradeSpec, clusters: &[ClusterDiscovery]) -> Result<Plan, 
                 to: spec.to.clone(),
                 to_version: spec.to_version.clone(),
             };
-            let verify = cluster_steps(spec, discovery, &target, previous_gate.as_deref(), &mut steps)?;
+            let verify = cluster_steps(spec, discovery, &target, previous_gate.as_deref(), carried, &mut steps)?;
             wave_targets
                 .push((target.clone(), discovery.namespaces.iter().map(|n| n.name.clone()).collect::<Vec<_>>()));
             verifies.push(verify.clone());
@@ -181,6 +202,7 @@ fn cluster_steps(
     discovery: &ClusterDiscovery,
     target: &Target,
     after: Option<&str>,
+    carried: Carried,
     steps: &mut Vec<StepSpec>,
 ) -> Result<String, PlanError> {
     let c = discovery.cluster.name.as_str();
@@ -208,13 +230,45 @@ fn cluster_steps(
     steps.push(
         StepBuilder::new(
             spec,
-            &id("install"),
-            format!("install revision {to} on {c} (server-side apply)"),
+            &id("record"),
+            format!("record on {c} what the upgrade will write, as it is now"),
             Some(c),
-            activity::INSTALL,
-            payload(&InstallInput { target: target.clone() })?,
+            activity::RECORD,
+            payload(&RecordInput { target: target.clone(), shared: spec.shared })?,
         )?
         .after(&[id("precheck")])?
+        .timeout_ms(120_000)
+        .spec,
+    );
+    let install =
+        InstallInput { target: target.clone(), record_step: id("record"), timeout_ms: spec.rollout_timeout_ms };
+    let mut before_install = id("record");
+    if carried.crds && spec.shared.crds == SharedChoice::Upgrade {
+        steps.push(
+            StepBuilder::new(
+                spec,
+                &id("shared/crds"),
+                format!("upgrade Istio's CRDs on {c} for {to} (shared: never deleted, never downgraded)"),
+                Some(c),
+                activity::UPGRADE_CRDS,
+                payload(&install)?,
+            )?
+            .after(&[id("record")])?
+            .timeout_ms(300_000)
+            .spec,
+        );
+        before_install = id("shared/crds");
+    }
+    steps.push(
+        StepBuilder::new(
+            spec,
+            &id("install"),
+            format!("install revision {to} on {c} (server-side apply, labelled as istioctl labels)"),
+            Some(c),
+            activity::INSTALL,
+            payload(&install)?,
+        )?
+        .after(&[before_install, id("record")])?
         .timeout_ms(300_000)
         .undo_with(undo(spec, activity::REMOVE_INSTALLED, 300_000))
         .spec,
@@ -234,7 +288,14 @@ fn cluster_steps(
         .timeout_ms(spec.control_plane_timeout_ms + 60_000)
         .spec,
     );
-    let validation = ValidationInput { target: target.clone(), service_before: discovery.istiod_service.clone() };
+    let validation = ValidationInput {
+        target: target.clone(),
+        service_before: discovery.istiod_service.clone(),
+        default_tag: None,
+        default_validator: None,
+        moved_namespaces: Vec::new(),
+        timeout_ms: spec.rollout_timeout_ms,
+    };
     steps.push(
         StepBuilder::new(
             spec,
@@ -249,6 +310,31 @@ fn cluster_steps(
         .undo_with(undo(spec, activity::RESTORE_VALIDATION, 120_000))
         .spec,
     );
+    let mut before_gateways = id("validation");
+    for (agent, carries, choice) in
+        [("cni", carried.cni, spec.shared.cni), ("ztunnel", carried.ztunnel, spec.shared.ztunnel)]
+    {
+        if !carries || choice != SharedChoice::Upgrade {
+            continue;
+        }
+        let step = id(&format!("shared/{agent}"));
+        let input = NodeAgentInput { install: install.clone(), agent: agent.into() };
+        steps.push(
+            StepBuilder::new(
+                spec,
+                &step,
+                format!("upgrade the shared {agent} DaemonSet on {c} in place (as spec.shared.{agent} asks)"),
+                Some(c),
+                activity::UPGRADE_NODE_AGENT,
+                payload(&input)?,
+            )?
+            .after(&[before_gateways, id("record")])?
+            .timeout_ms(spec.rollout_timeout_ms + 120_000)
+            .undo_with(undo(spec, activity::RESTORE_NODE_AGENT, spec.rollout_timeout_ms + 120_000))
+            .spec,
+        );
+        before_gateways = step;
+    }
     let gateways = GatewaysInput {
         target: target.clone(),
         gateways: discovery.gateways.clone(),
@@ -263,7 +349,7 @@ fn cluster_steps(
             activity::UPGRADE_GATEWAYS,
             payload(&gateways)?,
         )?
-        .after(&[id("validation")])?
+        .after(&[before_gateways])?
         .timeout_ms(spec.rollout_timeout_ms + 120_000)
         .undo_with(undo(spec, activity::RESTORE_GATEWAYS, spec.rollout_timeout_ms + 120_000))
         .spec,
@@ -416,26 +502,33 @@ fn uninstall_steps(
 ) -> Result<(), PlanError> {
     let id = |step: &str| format!("{c}/{step}");
     let from = &spec.from;
-    let handover = ValidationInput { target: target.clone(), service_before: discovery.istiod_service.clone() };
+    let handover = ValidationInput {
+        target: target.clone(),
+        service_before: discovery.istiod_service.clone(),
+        default_tag: discovery.tags.iter().find(|tag| tag.name == "default").cloned(),
+        default_validator: discovery.default_validator.clone(),
+        moved_namespaces: discovery.namespaces.iter().map(|n| n.name.clone()).collect(),
+        timeout_ms: spec.rollout_timeout_ms,
+    };
     steps.push(
         StepBuilder::new(
             spec,
             &id("handover"),
-            format!("hand config validation on {c} to {} before {from} goes", spec.to),
+            format!("hand validation and the default tag on {c} to {} before {from} goes", spec.to),
             Some(c),
             activity::HANDOVER_VALIDATION,
             payload(&handover)?,
         )?
         .after(after)?
-        .timeout_ms(120_000)
-        .undo_with(undo(spec, activity::RESTORE_VALIDATION, 120_000))
+        .timeout_ms(spec.rollout_timeout_ms + 120_000)
+        .undo_with(undo(spec, activity::RESTORE_VALIDATION, spec.rollout_timeout_ms + 120_000))
         .spec,
     );
     steps.push(
         StepBuilder::new(
             spec,
             &id("snapshot"),
-            format!("record revision {from}'s objects on {c} (no Secrets)"),
+            format!("check nothing on {c} still uses {from}, then record its objects (no Secrets)"),
             Some(c),
             activity::SNAPSHOT,
             payload(&SnapshotInput { target: target.clone() })?,

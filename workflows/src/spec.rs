@@ -67,6 +67,7 @@ struct SpecDocument {
     namespaces: Option<NamespacesDocument>,
     gateways: Option<GatewaysDocument>,
     tags: Option<TagsDocument>,
+    shared: Option<SharedDocument>,
     clusters: Spanned<Vec<ClusterDocument>>,
     waves: Option<Spanned<Vec<WaveDocument>>>,
     on_failure: Option<Spanned<String>>,
@@ -85,6 +86,16 @@ struct ToDocument {
     revision: Spanned<String>,
     version: Spanned<String>,
     manifests: Spanned<String>,
+    /// Namespaces besides istio-system the manifests may write to (a gateway's).
+    namespaces: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharedDocument {
+    crds: Option<Spanned<String>>,
+    cni: Option<Spanned<String>>,
+    ztunnel: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +219,34 @@ pub struct Wave {
     pub restarts_max: Option<u32>,
 }
 
+/// What to do with a shared piece the new revision's manifests carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SharedChoice {
+    /// Apply the manifests' version (never delete, never downgrade).
+    Upgrade,
+    /// Leave the cluster's as it is.
+    Keep,
+}
+
+/// `spec.shared`: which shared pieces an upgrade may change, each as an
+/// explicit step of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedPolicy {
+    /// Istio's CRDs: applied before the new istiod when the manifests carry
+    /// them (default), never deleted.
+    pub crds: SharedChoice,
+    /// The CNI node agent (`istio-cni-node`): kept unless asked.
+    pub cni: SharedChoice,
+    /// ztunnel: kept unless asked.
+    pub ztunnel: SharedChoice,
+}
+
+impl Default for SharedPolicy {
+    fn default() -> Self {
+        Self { crds: SharedChoice::Upgrade, cni: SharedChoice::Keep, ztunnel: SharedChoice::Keep }
+    }
+}
+
 /// What a failure does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OnFailure {
@@ -234,6 +273,12 @@ pub struct UpgradeSpec {
     pub to_version: String,
     /// Where its rendered manifests are.
     pub manifests: PathBuf,
+    /// Namespaces besides istio-system its manifests may write to.
+    #[serde(default)]
+    pub manifest_namespaces: Vec<String>,
+    /// Which shared pieces it may change.
+    #[serde(default)]
+    pub shared: SharedPolicy,
     /// Which namespaces move.
     pub namespaces: NamespaceSelection,
     /// Gateways (`namespace/name`); `None`: every Deployment labelled `istio=ingressgateway` or `istio=egressgateway`.
@@ -302,6 +347,8 @@ impl UpgradeSpec {
             .as_ref()
             .map(|tags| dns_label(&tags.stable, "spec.tags.stable").map(|()| tags.stable.value.clone()))
             .transpose()?;
+        let manifest_namespaces = names_list(spec.to.namespaces.as_ref(), "spec.to.namespaces")?;
+        let shared = shared(spec.shared.as_ref())?;
         let clusters = clusters(&spec.clusters, base)?;
         let waves = waves(spec.waves.as_ref(), &clusters)?;
         let on_failure = on_failure(spec.on_failure.as_ref())?;
@@ -318,6 +365,8 @@ impl UpgradeSpec {
             to,
             to_version,
             manifests,
+            manifest_namespaces,
+            shared,
             namespaces,
             gateways,
             tag,
@@ -445,6 +494,39 @@ fn namespaces(document: Option<&NamespacesDocument>) -> Result<NamespaceSelectio
         return Err(unplaced("spec.namespaces", "names no namespace: give a selector and/or names"));
     }
     Ok(NamespaceSelection { selector, names })
+}
+
+fn names_list(document: Option<&Spanned<Vec<String>>>, field: &str) -> Result<Vec<String>, SpecError> {
+    let Some(listed) = document else { return Ok(Vec::new()) };
+    let mut names: Vec<String> = Vec::new();
+    for name in &listed.value {
+        if check_dns_label(name).is_err() {
+            return Err(error(listed, field, format!("{name:?} is not a namespace name")));
+        }
+        if names.contains(name) {
+            return Err(error(listed, field, format!("{name} is listed twice")));
+        }
+        names.push(name.clone());
+    }
+    Ok(names)
+}
+
+fn shared(document: Option<&SharedDocument>) -> Result<SharedPolicy, SpecError> {
+    let choice = |spanned: Option<&Spanned<String>>, field: &str, default: SharedChoice| match spanned {
+        None => Ok(default),
+        Some(spanned) => match spanned.value.as_str() {
+            "upgrade" => Ok(SharedChoice::Upgrade),
+            "keep" => Ok(SharedChoice::Keep),
+            other => Err(error(spanned, field, format!("{other:?} must be \"upgrade\" or \"keep\""))),
+        },
+    };
+    let defaults = SharedPolicy::default();
+    let Some(document) = document else { return Ok(defaults) };
+    Ok(SharedPolicy {
+        crds: choice(document.crds.as_ref(), "spec.shared.crds", defaults.crds)?,
+        cni: choice(document.cni.as_ref(), "spec.shared.cni", defaults.cni)?,
+        ztunnel: choice(document.ztunnel.as_ref(), "spec.shared.ztunnel", defaults.ztunnel)?,
+    })
 }
 
 fn gateways(document: Option<&GatewaysDocument>) -> Result<Option<Vec<String>>, SpecError> {
@@ -733,6 +815,15 @@ spec:
         assert!(spec.waves[1].approval);
         assert_eq!(spec.on_failure, OnFailure::Rollback);
         assert_eq!(spec.namespaces.selector.as_deref(), Some("istio-injection=enabled"));
+        assert_eq!(spec.shared, SharedPolicy::default(), "CRDs upgraded, the node agents kept");
+        let asked = parse(
+            &SPEC.replace("  onFailure: rollback", "  onFailure: rollback\n  shared: {cni: upgrade, crds: keep}"),
+        )
+        .expect("valid");
+        assert_eq!(
+            (asked.shared.crds, asked.shared.cni, asked.shared.ztunnel),
+            (SharedChoice::Keep, SharedChoice::Upgrade, SharedChoice::Keep)
+        );
     }
 
     fn rejected(from: &str, to: &str) -> SpecError {
@@ -761,6 +852,9 @@ spec:
         assert_eq!(rejected("maxParallel: 2", "maxParallel: 0").field, "spec.waves[1].maxParallel");
         assert!(rejected("soak: 10m", "soak: ten").message.contains("not a duration"));
         assert!(rejected("onFailure: rollback", "onFailure: panic").message.contains("\"pause\""));
+        let shared = rejected("  onFailure: rollback", "  onFailure: rollback\n  shared: {cni: replace}");
+        assert_eq!((shared.field.as_str(), shared.line), ("spec.shared.cni", Some(15)));
+        assert!(shared.message.contains("\"upgrade\" or \"keep\""), "{shared}");
         assert!(rejected("kind: Upgrade", "kind: Downgrade").message.contains("expected Upgrade"));
         let orphan = parse(&SPEC.replace("    - {clusters: [prod-eu], maxParallel: 2, approval: required}\n", ""))
             .expect_err("orphan");

@@ -1,5 +1,7 @@
 //! Istio versions, as far as behaviour depends on them.
 
+use crate::kube::resources::KubeVersion;
+
 /// `1.6.8` -> 6; anything unreadable -> 0.
 #[must_use]
 pub fn minor_of(version: &str) -> u32 {
@@ -36,4 +38,12 @@ pub fn kubernetes_supported(minor: u32) -> (u32, u32) {
         29 => (31, 35),
         _ => (32, 36),
     }
+}
+
+/// The Kubernetes a cluster running Istio `version` runs, when nobody
+/// says: the newest that release supports, at most the simulator's newest.
+#[must_use]
+pub fn kubernetes_for(version: &str) -> KubeVersion {
+    let (_, newest) = kubernetes_supported(minor_of(version));
+    KubeVersion { minor: newest.min(KubeVersion::default().minor) }
 }

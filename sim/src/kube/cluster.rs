@@ -524,6 +524,13 @@ impl Cluster {
                 let number = state.next_number();
                 object["status"] = pod_status(state.index, number, true, &created, object);
             }
+            // The API server's defaulting: a Deployment or StatefulSet
+            // that names no replicas (one an autoscaler scales) runs one.
+            "deployments" | "statefulsets" if object.pointer("/spec/replicas").is_none() => {
+                if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("replicas".into(), json!(1));
+                }
+            }
             "services" if object.pointer("/spec/clusterIP").is_none() => {
                 let number = state.next_number();
                 if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {

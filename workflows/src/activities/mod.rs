@@ -3,7 +3,10 @@
 
 mod control_plane;
 mod gateways;
+mod install;
 mod namespaces;
+mod tags;
+mod uninstall;
 mod validation;
 
 use std::future::Future;
@@ -64,23 +67,31 @@ pub fn register_all(registry: &mut Registry, settings: Settings) {
     register(registry, &env, activity::PRECHECK, |env, context, input| {
         Box::pin(control_plane::precheck(env, context, input))
     });
-    register(registry, &env, activity::INSTALL, |env, context, input| {
-        Box::pin(control_plane::install(env, context, input))
+    register(registry, &env, activity::RECORD, |env, context, input| Box::pin(install::record(env, context, input)));
+    register(registry, &env, activity::UPGRADE_CRDS, |env, context, input| {
+        Box::pin(install::upgrade_crds(env, context, input))
     });
+    register(registry, &env, activity::INSTALL, |env, context, input| Box::pin(install::install(env, context, input)));
     register(registry, &env, activity::REMOVE_INSTALLED, |env, context, input| {
-        Box::pin(control_plane::remove_installed(env, context, input))
+        Box::pin(install::remove_installed(env, context, input))
+    });
+    register(registry, &env, activity::UPGRADE_NODE_AGENT, |env, context, input| {
+        Box::pin(install::upgrade_node_agent(env, context, input))
+    });
+    register(registry, &env, activity::RESTORE_NODE_AGENT, |env, context, input| {
+        Box::pin(install::restore_node_agent(env, context, input))
     });
     register(registry, &env, activity::WAIT_CONTROL_PLANE, |env, context, input| {
         Box::pin(control_plane::wait(env, context, input))
     });
     register(registry, &env, activity::SNAPSHOT, |env, context, input| {
-        Box::pin(control_plane::snapshot(env, context, input))
+        Box::pin(uninstall::snapshot(env, context, input))
     });
     register(registry, &env, activity::UNINSTALL, |env, context, input| {
-        Box::pin(control_plane::uninstall(env, context, input))
+        Box::pin(uninstall::uninstall(env, context, input))
     });
     register(registry, &env, activity::REINSTALL_OLD, |env, context, input| {
-        Box::pin(control_plane::reinstall(env, context, input))
+        Box::pin(uninstall::reinstall(env, context, input))
     });
     register(registry, &env, activity::ENSURE_VALIDATION, |env, context, input| {
         Box::pin(validation::ensure(env, context, input))
@@ -103,19 +114,21 @@ pub fn register_all(registry: &mut Registry, settings: Settings) {
     register(registry, &env, activity::RESTORE_NAMESPACE, |env, context, input| {
         Box::pin(namespaces::restore_namespace(env, context, input))
     });
-    register(registry, &env, activity::MOVE_TAG, |env, context, input| {
-        Box::pin(namespaces::move_tag(env, context, input))
-    });
+    register(registry, &env, activity::MOVE_TAG, |env, context, input| Box::pin(tags::move_tag(env, context, input)));
     register(registry, &env, activity::RESTORE_TAG, |env, context, input| {
-        Box::pin(namespaces::restore_tag(env, context, input))
+        Box::pin(tags::restore_tag(env, context, input))
     });
     register(registry, &env, activity::VERIFY, |env, context, input| Box::pin(namespaces::verify(env, context, input)));
     register(registry, &env, activity::HEALTH, |env, context, input| Box::pin(namespaces::health(env, context, input)));
 }
 
 /// Every activity name registered by [`register_all`].
-pub const ACTIVITIES: [&str; 18] = [
+pub const ACTIVITIES: [&str; 22] = [
     activity::PRECHECK,
+    activity::RECORD,
+    activity::UPGRADE_CRDS,
+    activity::UPGRADE_NODE_AGENT,
+    activity::RESTORE_NODE_AGENT,
     activity::INSTALL,
     activity::REMOVE_INSTALLED,
     activity::WAIT_CONTROL_PLANE,
@@ -155,6 +168,12 @@ fn forward_output<T: DeserializeOwned>(context: &ActivityContext) -> Option<T> {
 struct Manifests {
     control_plane: Vec<serde_json::Value>,
     gateways: Vec<serde_json::Value>,
+    #[serde(default)]
+    crds: Vec<serde_json::Value>,
+    #[serde(default)]
+    cni: Vec<serde_json::Value>,
+    #[serde(default)]
+    ztunnel: Vec<serde_json::Value>,
 }
 
 /// The manifests of the workflow's input. Only they are decoded: the input

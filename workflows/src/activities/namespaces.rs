@@ -9,19 +9,17 @@ use std::time::Duration;
 
 use canaryflow_engine::{ActivityContext, ActivityError, ActivityOutput, StepId};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Env, decode, forward_output, output};
 use crate::discovery::workloads;
 use crate::inputs::{
-    HealthInput, InjectionLabels, MoveInput, MoveOutput, MoveTagInput, MoveTagOutput, NamespacePlan, Target,
-    VerifyInput, VerifyOutput, WorkloadRef,
+    HealthInput, InjectionLabels, MoveInput, MoveOutput, NamespacePlan, Target, VerifyInput, VerifyOutput, WorkloadRef,
 };
 use crate::istio::{PodView, injected_by};
-use crate::kube_ops::{self, ClusterClient, FIELD_MANAGER, clean, kube_error, list_pods, patch_workload, to_json};
+use crate::kube_ops::{self, ClusterClient, FIELD_MANAGER, kube_error, list_pods, patch_workload, to_json};
 
 /// The pod-template annotation that restarts a workload. Its value is the
 /// step's idempotency key: a re-run sets the same value, which changes
@@ -93,86 +91,6 @@ pub(super) async fn restore_namespace(
     output(&json!({"labels": before, "restarted": restarted.len()}))
 }
 
-/// Points the revision tag at the new revision (what `istioctl tag set
-/// <tag> --revision <to> --overwrite` does) and restarts its namespaces.
-pub(super) async fn move_tag(
-    env: Arc<Env>,
-    context: ActivityContext,
-    input: MoveTagInput,
-) -> Result<ActivityOutput, ActivityError> {
-    let client = env.clusters.get(&input.target.cluster).await?;
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.client.clone());
-    let name = format!("istio-revision-tag-{}", input.tag);
-    let Some(live) = api.get_opt(&name).await.map_err(|err| kube_error(&format!("read {name}"), err))? else {
-        return Err(ActivityError::fatal("precondition", format!("revision tag {} no longer exists", input.tag)));
-    };
-    let live = webhook_typed(clean(to_json(live)));
-    let points_at =
-        live.pointer("/metadata/labels/istio.io~1rev").and_then(Value::as_str).unwrap_or_default().to_string();
-    let webhook_before = if points_at == input.target.to.0 { input.webhook_before.clone() } else { Some(live.clone()) };
-    client.apply(&retarget(live, &input.target.to.0, &input.target.to.istiod()), true).await?;
-    for namespace in &input.namespaces {
-        let current = workloads(&client, &namespace.name).await?;
-        restart(&client, &namespace.name, &current, &context.idempotency_key).await?;
-        wait_rollouts(&env, &client, &namespace.name, &current, input.timeout_ms).await?;
-    }
-    output(&MoveTagOutput { webhook_before })
-}
-
-/// Undoes `move_tag`: the tag back on the old revision, then the restarts.
-pub(super) async fn restore_tag(
-    env: Arc<Env>,
-    context: ActivityContext,
-    input: MoveTagInput,
-) -> Result<ActivityOutput, ActivityError> {
-    let client = env.clusters.get(&input.target.cluster).await?;
-    let before = forward_output::<MoveTagOutput>(&context)
-        .and_then(|r| r.webhook_before)
-        .or_else(|| input.webhook_before.clone());
-    match before {
-        Some(before) => {
-            client.apply(&before, true).await?;
-        }
-        None => {
-            let api: Api<MutatingWebhookConfiguration> = Api::all(client.client.clone());
-            let name = format!("istio-revision-tag-{}", input.tag);
-            if let Some(live) = api.get_opt(&name).await.map_err(|err| kube_error(&format!("read {name}"), err))? {
-                client
-                    .apply(
-                        &retarget(
-                            webhook_typed(clean(to_json(live))),
-                            &input.target.from.0,
-                            &input.target.from.istiod(),
-                        ),
-                        true,
-                    )
-                    .await?;
-            }
-        }
-    }
-    for namespace in &input.namespaces {
-        let current = workloads(&client, &namespace.name).await?;
-        restart(&client, &namespace.name, &current, &context.idempotency_key).await?;
-        wait_rollouts(&env, &client, &namespace.name, &current, input.timeout_ms).await?;
-    }
-    output(&json!({"tag": input.tag, "revision": input.target.from}))
-}
-
-fn webhook_typed(mut object: Value) -> Value {
-    object["apiVersion"] = json!("admissionregistration.k8s.io/v1");
-    object["kind"] = json!("MutatingWebhookConfiguration");
-    object
-}
-
-/// A tag webhook configuration pointed at `revision`, served by `service`.
-fn retarget(mut webhook: Value, revision: &str, service: &str) -> Value {
-    webhook["metadata"]["labels"]["istio.io/rev"] = json!(revision);
-    for hook in webhook.get_mut("webhooks").and_then(Value::as_array_mut).into_iter().flatten() {
-        hook["clientConfig"]["service"]["name"] = json!(service);
-    }
-    webhook
-}
-
 /// Every pod with a proxy in the moved namespaces runs the new revision's
 /// proxy, and is ready. Records restart counts, the health gate's baseline.
 pub(super) async fn verify(
@@ -190,7 +108,13 @@ pub(super) async fn verify(
             result.pods += 1;
             result.restarts.insert(name.clone(), pod.restarts());
             let on_revision = injection.revision.as_deref() == Some(input.target.to.0.as_str());
-            let on_version = injection.proxy_version.as_deref() == Some(input.target.to_version.as_str());
+            // An image named by digest says no version: the revision's evidence decides.
+            let on_version = injection.proxy_version.as_deref().is_none_or(|v| v == input.target.to_version);
+            if (!on_revision || !on_version) && !restartable(&pod) {
+                let owner = pod.owner().map_or_else(|| "none".to_string(), |(kind, owner)| format!("{kind}/{owner}"));
+                result.needs_operator.push(format!("{name} ({owner})"));
+                continue;
+            }
             if !on_revision || !on_version {
                 let proxy = injection.proxy_version.unwrap_or_default();
                 wrong.push(format!(
@@ -211,6 +135,13 @@ pub(super) async fn verify(
         ));
     }
     output(&result)
+}
+
+/// Whether a rollout restarts `pod`: one of a Deployment (through its
+/// ReplicaSet), StatefulSet or DaemonSet. A Job's, a bare pod, another
+/// controller's needs an operator to move.
+fn restartable(pod: &PodView) -> bool {
+    matches!(pod.owner(), Some(("ReplicaSet" | "Deployment" | "StatefulSet" | "DaemonSet", _)))
 }
 
 /// A wave's health gate: every moved pod ready and on the new revision, and
@@ -236,6 +167,9 @@ pub(super) async fn health(
                 for (namespace, live) in pods_of(&client, &namespaces).await? {
                     for pod in live {
                         let Some(injection) = injected_by(&pod) else { continue };
+                        if !restartable(&pod) {
+                            continue; // reported by verify; the uninstall's check names it again
+                        }
                         pods += 1;
                         let name = format!("{namespace}/{}", pod.name());
                         if injection.revision.as_deref() != Some(target.to.0.as_str()) || !pod.ready() {
@@ -336,7 +270,7 @@ async fn set_labels(
 
 /// Restarts workloads by setting the restart annotation to `token`;
 /// returns those that exist (a workload gone since has nothing to restart).
-async fn restart(
+pub(super) async fn restart(
     client: &ClusterClient,
     namespace: &str,
     workloads: &[WorkloadRef],
@@ -357,7 +291,7 @@ async fn restart(
 
 /// Waits until every workload's rollout is done, watching each kind of
 /// them in the namespace (see [`kube_ops::wait_rollouts`]).
-async fn wait_rollouts(
+pub(super) async fn wait_rollouts(
     env: &Env,
     client: &ClusterClient,
     namespace: &str,

@@ -4,9 +4,12 @@
 //! Up to 1.10 the base chart's one validating webhook calls Service
 //! `istiod`, which only a non-revisioned install has. The seed's workaround
 //! is to point Service `istiod` at the revision that should validate: a
-//! copy of `istiod-<rev>` under the old name. From 1.12 the
-//! `istiod-default-validator` webhook calls the default revision's Service,
-//! and moving it is what `istioctl tag set default` does.
+//! copy of `istiod-<rev>` under the old name. From 1.12 the `default`
+//! revision tag injects `istio-injection=enabled` namespaces and
+//! `sidecar.istio.io/inject=true` pods, and `istiod-default-validator`
+//! validates unlabelled config; moving both is what `istioctl tag set
+//! default --revision <to> --overwrite` does, and what the hand-over does
+//! before the old revision goes, restarting what the tag injects.
 
 use std::sync::Arc;
 
@@ -16,7 +19,8 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
-use super::{Env, forward_output, output};
+use super::namespaces::{restart, wait_rollouts};
+use super::{Env, forward_output, output, tags};
 use crate::inputs::{Target, ValidationInput, ValidationOutput};
 use crate::istio::ISTIO_NAMESPACE;
 use crate::kube_ops::{ClusterClient, clean, describe, kube_error, to_json};
@@ -46,11 +50,12 @@ pub(super) async fn ensure(
     output(&result)
 }
 
-/// Before the old revision goes: whatever serves validation through it now
-/// is pointed at the new revision.
+/// Before the old revision goes: whatever serves validation or injection
+/// through it now is pointed at the new revision, and what the default tag
+/// injected is restarted onto it.
 pub(super) async fn handover(
     env: Arc<Env>,
-    _context: ActivityContext,
+    context: ActivityContext,
     input: ValidationInput,
 ) -> Result<ActivityOutput, ActivityError> {
     let client = env.clusters.get(&input.target.cluster).await?;
@@ -72,8 +77,23 @@ pub(super) async fn handover(
     if move_default_validator(&client, &input.target, &mut result).await? {
         actions.push(format!("pointed {DEFAULT_VALIDATOR} at {}", input.target.to));
     }
-    result.action =
-        if actions.is_empty() { "validation does not depend on the old revision".into() } else { actions.join("; ") };
+    if tags::move_default_tag(&client, &input.target, &mut result).await? {
+        actions.push(format!("pointed the default tag at {}", input.target.to));
+    }
+    if let Some(tag) = &input.default_tag
+        && tag.revision == input.target.from.0
+    {
+        let restarted = tags::restart_default_injected(&env, &client, &input, &context.idempotency_key).await?;
+        if !restarted.is_empty() {
+            actions.push(format!("restarted what the default tag injects in {} namespaces", restarted.len()));
+        }
+        result.restarted = restarted;
+    }
+    result.action = if actions.is_empty() {
+        "validation and injection do not depend on the old revision".into()
+    } else {
+        actions.join("; ")
+    };
     confirm_served(&client).await?;
     output(&result)
 }
@@ -98,6 +118,11 @@ pub(super) async fn restore(
             for before in &recorded.objects_before {
                 client.apply(before, true).await?;
                 done.push(format!("restored {}", describe(before)));
+            }
+            for (namespace, workloads) in &recorded.restarted {
+                restart(&client, namespace, workloads, &context.idempotency_key).await?;
+                wait_rollouts(&env, &client, namespace, workloads, input.timeout_ms).await?;
+                done.push(format!("restarted {} workloads in {namespace}", workloads.len()));
             }
         }
         None => {

@@ -218,13 +218,15 @@ pub fn to_yaml(objects: &[Value]) -> Result<String, String> {
 }
 
 /// What `istioctl manifest generate --set revision=R` prints for revision
-/// `rev` on the newest Kubernetes: its control plane and gateway, without
-/// the base (a canary upgrade installs the base once).
+/// `rev`: the base (CRDs and shared objects), its control plane and its
+/// ingress gateway, rendered for the Kubernetes that version ran on.
 pub fn manifests_yaml(rev: &Revision) -> Result<String, String> {
-    let render = Render::default();
-    let mut objects = discovery(rev, &render);
-    objects.extend(gateway(GatewayKind::Ingress, "istio-ingressgateway", rev, &render));
-    to_yaml(&objects)
+    manifests_yaml_for(rev, &Render::for_kube(super::version::kubernetes_for(&rev.version)))
+}
+
+/// [`manifests_yaml`], rendered as `render` says (for another cluster's Kubernetes, say).
+pub fn manifests_yaml_for(rev: &Revision, render: &Render) -> Result<String, String> {
+    to_yaml(&profile(rev, render))
 }
 
 /// The control plane of `rev` and its ingress gateway (for tests).
