@@ -10,6 +10,8 @@ mod fleet_cli;
 mod cli;
 // `canaryflow demo`, crashed, resumed and rolled back.
 mod demo;
+// The simulator against Istio's own installer output.
+mod istio_real;
 // The simulator through kube-rs, over HTTP.
 mod sim_kube;
 // The simulator with the real kubectl.
