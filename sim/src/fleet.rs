@@ -303,52 +303,68 @@ fn seed(cluster: &Cluster, config: &FleetConfig, revision: &Revision) -> Result<
 
 /// Istio as the installer leaves it: the files given, or the simulator's
 /// rendering of `revision` (base, control plane, gateway, then the node
-/// agents asked for), labelled by the installer; from 1.12 with the
-/// `default` tag istioctl deploys on a first install; and the in-cluster
-/// operator when asked.
+/// agents asked for), labelled by the installer; the base's CRDs when the
+/// files carry none (`istioctl install` always installs the base); from
+/// 1.12 the `default` tag istioctl deploys on a first install; and the
+/// in-cluster operator when asked.
 fn istio_install(config: &FleetConfig, revision: &Revision, kube: KubeVersion) -> Vec<Value> {
     let mut render = config.render.clone();
     render.kube = kube;
-    let version = revision.version.as_str();
+    let mut revision = revision.clone();
     let mut objects = Vec::new();
     if config.install.is_empty() {
+        let version = revision.version.as_str();
         objects.extend(installer::installed(config.installer, charts::base(version, &render), &revision.name, version));
         objects.extend(installer::installed(
             config.installer,
-            charts::discovery(revision, &render),
+            charts::discovery(&revision, &render),
             &revision.name,
             version,
         ));
-        let gateway = charts::gateway(GatewayKind::Ingress, "istio-ingressgateway", revision, &render);
+        let gateway = charts::gateway(GatewayKind::Ingress, "istio-ingressgateway", &revision, &render);
         objects.extend(installer::installed(config.installer, gateway, &revision.name, version));
-        if config.cni {
-            objects.extend(installer::installed(config.installer, charts::cni(version, "default"), "default", version));
-        }
-        if config.ztunnel {
-            objects.extend(installer::installed(config.installer, charts::ztunnel(version), "default", version));
-        }
     } else {
         for file in &config.install {
             let file_revision = installer::revision_of(file);
-            let file_version = installer::version_of(file).unwrap_or_else(|| version.to_string());
+            let file_version = installer::version_of(file).unwrap_or_else(|| revision.version.clone());
             objects.extend(installer::installed(config.installer, file.clone(), &file_revision, &file_version));
+            if let Ok(found) = Revision::new(&file_revision, &file_version) {
+                revision = found;
+            }
         }
+        if !objects.iter().any(|o| o["kind"] == "CustomResourceDefinition") {
+            let base: Vec<Value> = charts::base(&revision.version, &render)
+                .into_iter()
+                .filter(|o| {
+                    !objects
+                        .iter()
+                        .any(|have| have["kind"] == o["kind"] && have["metadata"]["name"] == o["metadata"]["name"])
+                })
+                .collect();
+            objects.extend(installer::installed(config.installer, base, &revision.name, &revision.version));
+        }
+    }
+    let version = revision.version.clone();
+    if config.cni {
+        objects.extend(installer::installed(config.installer, charts::cni(&version, "default"), "default", &version));
+    }
+    if config.ztunnel {
+        objects.extend(installer::installed(config.installer, charts::ztunnel(&version), "default", &version));
     }
     // CRDs first: what they define must be served before objects of their kinds.
     objects.sort_by_key(|o| o["kind"] != "CustomResourceDefinition");
     if revision.minor() >= 12 && config.installer == Installer::Istioctl {
-        let default_injector = "istio-sidecar-injector";
         if revision.is_default() {
             for object in objects.iter_mut().filter(|o| o["kind"] == "MutatingWebhookConfiguration") {
-                if crate::kube::object::name(object) == default_injector {
+                if crate::kube::object::name(object) == "istio-sidecar-injector" {
                     installer::deactivate_default_injector(object);
                 }
             }
         }
-        objects.extend(installer::installed_default_tag(charts::revision_tag("default", revision), version));
+        objects.extend(installer::installed_default_tag(charts::revision_tag("default", &revision), &version));
     }
     if config.operator {
-        objects.extend(charts::operator(version));
+        objects.extend(charts::operator(&version));
     }
     objects
 }

@@ -372,6 +372,9 @@ pub struct ValidationOutput {
 pub struct GatewaysInput {
     /// The cluster and revisions.
     pub target: Target,
+    /// The `record` step, whose output the compensation puts the gateways' objects back from.
+    #[serde(default)]
+    pub record_step: String,
     /// The gateways, as planning saw them.
     pub gateways: Vec<GatewayPlan>,
     /// How long a gateway's rollout may take.

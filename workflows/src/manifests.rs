@@ -147,8 +147,10 @@ impl Manifests {
 /// The revision labels of all documents must name `to`: manifests of
 /// another revision are refused as such, a mix as a mix.
 fn check_revision_labels(documents: &[Value], to: &RevisionName) -> Result<(), String> {
+    // Shared pieces carry whichever revision installed them: not the revision's.
     let labelled: Vec<(&Value, &str)> = documents
         .iter()
+        .filter(|doc| ownership::shared_piece(doc).is_none())
         .filter_map(|doc| Some((doc, doc.pointer("/metadata/labels/istio.io~1rev")?.as_str()?)))
         .collect();
     let Some((other, found)) = labelled.iter().find(|(_, revision)| *revision != to.0) else { return Ok(()) };

@@ -337,6 +337,7 @@ fn cluster_steps(
     }
     let gateways = GatewaysInput {
         target: target.clone(),
+        record_step: id("record"),
         gateways: discovery.gateways.clone(),
         timeout_ms: spec.rollout_timeout_ms,
     };
@@ -349,7 +350,7 @@ fn cluster_steps(
             activity::UPGRADE_GATEWAYS,
             payload(&gateways)?,
         )?
-        .after(&[before_gateways])?
+        .after(&[before_gateways, id("record")])?
         .timeout_ms(spec.rollout_timeout_ms + 120_000)
         .undo_with(undo(spec, activity::RESTORE_GATEWAYS, spec.rollout_timeout_ms + 120_000))
         .spec,

@@ -18,6 +18,10 @@ mod sim_kube;
 mod sim_kubectl;
 // The Istio canary upgrade of one cluster, end to end.
 mod upgrade;
+// The upgrade fed Istio's real generated output, on real-looking installs.
+mod upgrade_real;
+// Istio's real generated output, turned into other versions and revisions as the charts do.
+mod real_install;
 // The upgrade through the command line: crashes, kubectl, bad input.
 mod upgrade_cli;
 // Shared by the upgrade tests.

@@ -28,6 +28,7 @@ pub struct Setup {
 }
 
 /// What the spec says beyond the defaults.
+#[derive(Clone)]
 pub struct SpecOptions {
     pub from: &'static str,
     pub to: &'static str,
@@ -36,6 +37,8 @@ pub struct SpecOptions {
     pub extra: &'static str,
     pub on_failure: &'static str,
     pub control_plane_timeout: &'static str,
+    /// The manifests to install; `None`: the simulator's rendering of `to`.
+    pub manifests: Option<String>,
 }
 
 impl Default for SpecOptions {
@@ -48,6 +51,7 @@ impl Default for SpecOptions {
             extra: "",
             on_failure: "rollback",
             control_plane_timeout: "20s",
+            manifests: None,
         }
     }
 }
@@ -70,8 +74,11 @@ pub async fn setup(config: FleetConfig, options: &SpecOptions) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     fleet.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
     let revision = Revision::new(options.to, options.version).expect("revision");
-    std::fs::write(dir.path().join("manifests.yaml"), manifests_yaml(&revision).expect("manifests"))
-        .expect("write manifests");
+    let manifests = match &options.manifests {
+        Some(text) => text.clone(),
+        None => manifests_yaml(&revision).expect("manifests"),
+    };
+    std::fs::write(dir.path().join("manifests.yaml"), manifests).expect("write manifests");
     let clusters: Vec<String> = fleet
         .clusters()
         .iter()

@@ -13,10 +13,12 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
+use super::install::{labelled, the_record, undo_one};
 use super::{Env, forward_output, manifests, output};
-use crate::inputs::{GatewayPlan, GatewaysInput, GatewaysOutput};
+use crate::inputs::{GatewayPlan, GatewaysInput, GatewaysOutput, ObjectRef};
 use crate::istio::{PodView, gateway_revision, injected_by};
 use crate::kube_ops::{self, ClusterClient, FIELD_MANAGER, clean, kube_error, rollout_done, to_json, wait_for};
+use crate::ownership;
 
 /// Upgrades every gateway: with the new revision's gateway manifests when
 /// they render it, else by setting `istio.io/rev` on its pod template.
@@ -55,7 +57,8 @@ pub(super) async fn upgrade(
         if rendered {
             if !applied_namespaces.contains(&planned.namespace) {
                 for object in manifests.iter().filter(|o| o["metadata"]["namespace"] == planned.namespace.as_str()) {
-                    client.apply(object, true).await?;
+                    let component = ownership::component_of(ownership::Role::Gateway, object);
+                    client.apply(&labelled(object.clone(), &input.target, component, &context), true).await?;
                 }
                 applied_namespaces.push(planned.namespace.clone());
             }
@@ -83,8 +86,31 @@ pub(super) async fn restore(
     let client = env.clusters.get(&input.target.cluster).await?;
     let gateways =
         forward_output::<GatewaysOutput>(&context).map_or(input.gateways.clone(), |recorded| recorded.gateways);
+    // What the manifests rendered goes back as the record has it (the
+    // gateway's Service and account too); an injected gateway's template
+    // goes back as its snapshot.
+    let record = if input.record_step.is_empty() { None } else { Some(the_record(&context, &input.record_step)?) };
+    let manifests = manifests(&context)?.gateways;
+    let mut restored_namespaces: Vec<&str> = Vec::new();
     for gateway in &gateways {
-        client.apply(&gateway.snapshot, true).await?;
+        let rendered: Vec<&Value> =
+            manifests.iter().filter(|o| o["metadata"]["namespace"] == gateway.namespace.as_str()).collect();
+        match &record {
+            Some(record) if !gateway.injected && !rendered.is_empty() => {
+                if restored_namespaces.contains(&gateway.namespace.as_str()) {
+                    continue;
+                }
+                for object in rendered.iter().rev() {
+                    let reference = ObjectRef::of(object);
+                    let prior = record.objects.iter().find(|prior| prior.object == reference);
+                    undo_one(&client, &context, &input.target, &reference, prior).await?;
+                }
+                restored_namespaces.push(&gateway.namespace);
+            }
+            _ => {
+                client.apply(&gateway.snapshot, true).await?;
+            }
+        }
     }
     for gateway in &gateways {
         wait_for_gateway(&env, &client, gateway, &gateway.revision, None, input.timeout_ms).await?;

@@ -70,7 +70,7 @@ async fn prior_state(client: &ClusterClient, object: &Value) -> Result<PriorStat
 }
 
 /// The record `record_step` made, which every write and undo of this cluster acts on.
-fn the_record(context: &ActivityContext, record_step: &str) -> Result<RecordOutput, ActivityError> {
+pub(super) fn the_record(context: &ActivityContext, record_step: &str) -> Result<RecordOutput, ActivityError> {
     let step = StepId::new(record_step).map_err(|err| ActivityError::fatal("invalid", err.to_string()))?;
     let recorded = context.dependency_outputs.get(&step).ok_or_else(|| {
         ActivityError::fatal("invalid", format!("step {step} recorded nothing: refusing to act without the record"))
@@ -81,7 +81,7 @@ fn the_record(context: &ActivityContext, record_step: &str) -> Result<RecordOutp
 /// `object` labelled as `istioctl install` labels what it applies
 /// (`operator/pkg/install` `getOwnerLabels`), and annotated with the
 /// workflow that applied it.
-fn labelled(mut object: Value, target: &Target, component: &str, context: &ActivityContext) -> Value {
+pub(super) fn labelled(mut object: Value, target: &Target, component: &str, context: &ActivityContext) -> Value {
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         let labels = metadata.entry("labels").or_insert_with(|| json!({}));
         labels["istio.io/rev"] = json!(target.to.0);
@@ -156,7 +156,7 @@ pub(super) async fn remove_installed(
 }
 
 /// Puts one object back as the record has it; says what it did.
-async fn undo_one(
+pub(super) async fn undo_one(
     client: &ClusterClient,
     context: &ActivityContext,
     target: &Target,
@@ -197,10 +197,27 @@ pub(super) async fn upgrade_crds(
     let client = env.clusters.get(&input.target.cluster).await?;
     let record = the_record(&context, &input.record_step)?;
     let upgrade = manifests(&context)?;
-    let objects: Vec<Value> =
-        upgrade.crds.iter().map(|object| labelled(object.clone(), &input.target, "Base", &context)).collect();
+    let mut objects = Vec::new();
+    for crd in &upgrade.crds {
+        let live = client.get_like(crd).await?;
+        objects.push(keeping_shared_labels(labelled(crd.clone(), &input.target, "Base", &context), live.as_ref()));
+    }
     let applied = apply_staged(&client, &objects).await?;
     output(&outcome(applied, &objects, &record))
+}
+
+/// `applied` with the revision and component labels `live` carries, when it
+/// carries them: a shared piece keeps whichever revision installed it (a
+/// rollback does not put a CRD back, so it must not be left naming a
+/// revision that is gone).
+fn keeping_shared_labels(mut applied: Value, live: Option<&Value>) -> Value {
+    for key in ["istio.io/rev", "operator.istio.io/component"] {
+        let pointer = format!("/metadata/labels/{}", key.replace('/', "~1"));
+        if let Some(kept) = live.and_then(|live| live.pointer(&pointer)).cloned() {
+            applied["metadata"]["labels"][key] = kept;
+        }
+    }
+    applied
 }
 
 /// The objects of node agent `agent` the manifests carry.

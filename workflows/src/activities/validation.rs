@@ -46,7 +46,7 @@ pub(super) async fn ensure(
     } else {
         result.action = "validation is served by per-revision validators".into();
     }
-    confirm_served(&client).await?;
+    confirm_served(&client, &input.target).await?;
     output(&result)
 }
 
@@ -94,7 +94,7 @@ pub(super) async fn handover(
     } else {
         actions.join("; ")
     };
-    confirm_served(&client).await?;
+    confirm_served(&client, &input.target).await?;
     output(&result)
 }
 
@@ -145,12 +145,16 @@ pub(super) async fn restore(
     output(&json!({"done": done}))
 }
 
-/// Whether a validating webhook calls Service `istio-system/istiod` (the
-/// base chart's `istiod-istio-system`, up to 1.10).
+/// Whether the base chart's shared validating webhook (`istiod-istio-system`,
+/// up to 1.10) calls Service `istio-system/istiod`. From 1.11 each revision
+/// validates through its own; the default tag's validator is moved with it.
 async fn base_webhook_calls_istiod(client: &ClusterClient) -> Result<bool, ActivityError> {
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client.client.clone());
-    let all = api.list(&ListParams::default()).await.map_err(|err| kube_error("list validating webhooks", err))?;
-    Ok(all.items.iter().flat_map(|c| c.webhooks.iter().flatten()).any(|webhook| {
+    let name = format!("istiod-{ISTIO_NAMESPACE}");
+    let Some(base) = api.get_opt(&name).await.map_err(|err| kube_error(&format!("read {name}"), err))? else {
+        return Ok(false);
+    };
+    Ok(base.webhooks.iter().flatten().any(|webhook| {
         webhook.client_config.service.as_ref().is_some_and(|s| s.name == "istiod" && s.namespace == ISTIO_NAMESPACE)
     }))
 }
@@ -248,14 +252,31 @@ fn with_type(mut object: Value, api_version: &str, kind: &str) -> Value {
     object
 }
 
+/// Whether anything validates config that names no revision: the base
+/// chart's shared webhook (1.6-1.10) or `istiod-default-validator` (1.12+).
+async fn validates_unlabelled(client: &ClusterClient) -> Result<bool, ActivityError> {
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.client.clone());
+    for name in [DEFAULT_VALIDATOR.to_string(), format!("istiod-{ISTIO_NAMESPACE}")] {
+        if api.get_opt(&name).await.map_err(|err| kube_error(&format!("read {name}"), err))?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Asks the API server to dry-run an invalid VirtualService: a live
 /// validator rejects it. Clusters without Istio's CRDs cannot be asked.
-async fn confirm_served(client: &ClusterClient) -> Result<(), ActivityError> {
-    let probe = json!({
+async fn confirm_served(client: &ClusterClient, target: &Target) -> Result<(), ActivityError> {
+    let mut probe = json!({
         "apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
         "metadata": {"name": "canaryflow-validation-probe", "namespace": ISTIO_NAMESPACE},
         "spec": {"hosts": []}
     });
+    if !validates_unlabelled(client).await? {
+        // Only per-revision validators (a Helm install with no default
+        // revision): they validate config labelled for their revision.
+        probe["metadata"]["labels"] = json!({"istio.io/rev": target.to.0});
+    }
     let Ok(api) = client.api_for(&probe).await else { return Ok(()) };
     let object: kube::api::DynamicObject =
         serde_json::from_value(probe).map_err(|err| ActivityError::fatal("invalid", err.to_string()))?;
