@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::real_install::{default_install, revision_manifests};
-use crate::upgrade_support::{ClusterState, SpecOptions, cluster_state, engine, revisions, setup};
+use crate::upgrade_support::{ClusterState, SpecOptions, cli, cluster_state, engine, revisions, setup};
 
 const FROM: &str = "1.27.0";
 const TO: &str = "1.28.0";
@@ -481,4 +481,44 @@ async fn a_helm_install_of_1_27_upgrades_to_1_28() {
     assert_eq!(revisions(&after.cluster), BTreeSet::from([some("1-28-0")]));
     let left: Vec<&String> = after.objects.keys().filter(|k| k.contains("1-27-0")).collect();
     assert!(left.is_empty(), "nothing of 1-27-0 is left, labelled or not: {left:?}");
+}
+
+/// The last sequence number of the only workflow in `data`.
+async fn last_seq(data: &std::path::Path) -> u64 {
+    let (_, stdout, _) = cli(data, &["list", "-o", "json"], &[]).await;
+    let listed: Value = serde_json::from_str(&stdout).expect("json");
+    listed[0]["events"].as_u64().expect("events") - 1
+}
+
+/// The real upgrade through the command line, killed after every event in
+/// turn and resumed by a new process: each run ends in the cluster an
+/// uninterrupted run leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_generated_output_killed_at_every_event_boundary_resumes_to_the_same_cluster() {
+    let reference = setup(real_fleet(), &real_spec()).await;
+    let data = reference.dir.path().join("data");
+    let spec = reference.spec.to_str().expect("path").to_string();
+    let (output, _, stderr) = cli(&data, &["start", "-f", &spec, "--progress", "quiet"], &[]).await;
+    assert!(output.status.success(), "{stderr}");
+    let expected = picture(&reference.client).await;
+    let events = last_seq(&data).await;
+    assert!(events > 20, "the upgrade recorded {events} events");
+
+    let mut crashed = 0;
+    for seq in 0..events {
+        let run = setup(real_fleet(), &real_spec()).await;
+        let data = run.dir.path().join("data");
+        let spec = run.spec.to_str().expect("path").to_string();
+        let crash = [("CANARYFLOW_CRASH_AFTER_SEQ", seq.to_string())];
+        let (output, _, _) = cli(&data, &["start", "-f", &spec, "--progress", "quiet"], &crash).await;
+        if !output.status.success() {
+            crashed += 1;
+        }
+        let (output, stdout, stderr) = cli(&data, &["resume"], &[]).await;
+        assert!(output.status.success(), "resume after a crash at sequence {seq}: {stdout}{stderr}");
+        let got = picture(&run.client).await;
+        assert_eq!(got.cluster, expected.cluster, "killed after event {seq}, resumed: the cluster differs");
+        assert_eq!(names(&got), names(&expected), "killed after event {seq}, resumed: Istio's objects differ");
+    }
+    assert!(crashed + 2 >= events, "only {crashed} of {events} runs were killed at their failpoint");
 }
