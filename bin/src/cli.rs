@@ -63,7 +63,7 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Run a simulated fleet of clusters with Istio installed, until interrupted;
     /// or print a revision's manifests.
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
     /// Measure.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -113,6 +113,36 @@ pub struct SimArgs {
     /// '{"error500Rate": 0.05, "stuckRollouts": ["istio-system/istiod-1-6-8"]}'.
     #[arg(long, value_name = "JSON")]
     pub faults: Option<String>,
+    /// Seed every cluster by applying FILE (rendered manifests, such as `istioctl manifest
+    /// generate` output) as the installer would, in place of the simulator's own rendering of
+    /// --istio-revision/--istio-version (repeatable).
+    #[arg(long = "install", value_name = "FILE")]
+    pub install: Vec<PathBuf>,
+    /// Who installed Istio: istioctl (its owner labels on everything, the default tag) or helm.
+    #[arg(long, value_enum, default_value_t = SimInstaller::Istioctl)]
+    pub installer: SimInstaller,
+    /// The Kubernetes release the clusters serve (1.18, 1.32) [default: the newest the Istio
+    /// version supports, at most 1.32].
+    #[arg(long, value_name = "VERSION")]
+    pub kube_version: Option<String>,
+    /// Install the CNI node agent (DaemonSet istio-cni-node).
+    #[arg(long)]
+    pub cni: bool,
+    /// Install ztunnel (DaemonSet ztunnel).
+    #[arg(long)]
+    pub ztunnel: bool,
+    /// Run an in-cluster Istio operator reconciling an IstioOperator.
+    #[arg(long)]
+    pub operator: bool,
+}
+
+/// Who installed a simulated cluster's Istio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimInstaller {
+    /// `istioctl install`.
+    Istioctl,
+    /// `helm install`.
+    Helm,
 }
 
 /// `sim` subcommands.
@@ -126,6 +156,10 @@ pub enum SimAction {
         /// Its Istio version (like 1.6.8).
         #[arg(long)]
         version: String,
+        /// Render for this Kubernetes release (charts pick API versions by it) [default: the
+        /// newest the Istio version supports, at most 1.32].
+        #[arg(long, value_name = "VERSION")]
+        kube_version: Option<String>,
     },
 }
 

@@ -150,7 +150,14 @@ impl Fleet {
     /// Starts `config.clusters` clusters, each seeded and serving.
     pub async fn start(config: FleetConfig) -> Result<Self, FleetError> {
         check(&config)?;
-        let revision = Revision::new(&config.revision, &config.version).map_err(FleetError::Config)?;
+        // Files to install say which revision and version they hold.
+        let (revision_name, version) = match config.install.first() {
+            Some(file) => {
+                (installer::revision_of(file), installer::version_of(file).unwrap_or_else(|| config.version.clone()))
+            }
+            None => (config.revision.clone(), config.version.clone()),
+        };
+        let revision = Revision::new(&revision_name, &version).map_err(FleetError::Config)?;
         let names: Vec<String> = if config.names.is_empty() {
             (0..config.clusters).map(|i| format!("cluster-{i}")).collect()
         } else {
@@ -173,7 +180,7 @@ impl Fleet {
                 faults.latency_ms.max(u64::try_from(config.api_latency.as_millis()).unwrap_or(u64::MAX));
             let faults = Arc::new(Faults::new(faults, config.seed.wrapping_add(index as u64 + 1)));
             // Istio 1.6 ran on Kubernetes 1.15 to 1.18: its charts use APIs later releases removed.
-            let kube = config.kube_version.unwrap_or_else(|| crate::istio::version::kubernetes_for(&config.version));
+            let kube = config.kube_version.unwrap_or_else(|| crate::istio::version::kubernetes_for(&revision.version));
             let cluster =
                 Arc::new(Cluster::new(name, index, config.rollout_delay, faults, Arc::new(IstioPrograms), kube));
             let (config, revision) = (config.clone(), revision.clone());

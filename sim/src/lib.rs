@@ -39,7 +39,7 @@ pub use crate::istio::charts::{
     GatewayKind, Render, Revision, base, cni, control_plane, crds, discovery, gateway, manifests_yaml,
     manifests_yaml_for, operator, profile, revision_tag, to_yaml, ztunnel,
 };
-pub use crate::istio::installer::{Component, Installer, installed};
+pub use crate::istio::installer::{Component, Installer, installed, objects_from_yaml};
 pub use crate::kube::resources::KubeVersion;
 
 #[cfg(test)]

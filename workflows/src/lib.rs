@@ -28,6 +28,7 @@ pub mod ownership;
 pub mod plan;
 mod prechecks;
 mod spec;
+mod summary;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,6 +42,7 @@ pub use crate::istio::{Injection, PodView, image_version, injected_by, uninstall
 pub use crate::manifests::Manifests;
 pub use crate::prechecks::SKEW_MINORS_MAX;
 pub use crate::spec::*;
+pub use crate::summary::{ClusterSummary, summarize};
 
 /// Why an upgrade cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,12 @@ pub async fn prepare(spec_path: &Path) -> Result<Prepared, PrepareError> {
 }
 
 impl Prepared {
+    /// Each cluster's part of the upgrade, sorted by who owns each piece.
+    #[must_use]
+    pub fn summaries(&self) -> Vec<ClusterSummary> {
+        self.clusters.iter().map(|cluster| summarize(&self.spec, &self.manifests, cluster)).collect()
+    }
+
     /// The workflow to start: its plan, and the input every step may read.
     pub fn workflow(&self) -> Result<NewWorkflow, PrepareError> {
         let carried = plan::Carried {
@@ -126,7 +134,14 @@ impl Prepared {
 #[must_use]
 pub fn compensation_of(step: &StepSpec) -> String {
     use crate::plan::activity;
+    let activity_name = match &step.action {
+        canaryflow_engine::StepAction::Activity { name, .. } => name.as_str(),
+        _ => "",
+    };
     match &step.compensation {
+        Compensation::None if activity_name == activity::UPGRADE_CRDS => {
+            "kept: CRDs are never deleted or downgraded (a newer CRD serves every revision)".into()
+        }
         Compensation::None => "nothing to undo".into(),
         Compensation::Irreversible => "cannot be undone".into(),
         Compensation::Activity { name, .. } => match name.as_str() {

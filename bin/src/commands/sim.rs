@@ -4,17 +4,32 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use canaryflow_sim::{Fleet, FleetConfig, Revision, manifests_yaml};
+use anyhow::Context;
+use canaryflow_sim::{
+    Fleet, FleetConfig, Installer, KubeVersion, Render, Revision, manifests_yaml, manifests_yaml_for,
+};
 
-use crate::cli::{SimAction, SimArgs};
+use crate::cli::{SimAction, SimArgs, SimInstaller};
 use crate::output::parse_duration_ms;
 
 pub async fn run(data_dir: &Path, args: &SimArgs) -> anyhow::Result<ExitCode> {
-    if let Some(SimAction::Manifests { revision, version }) = &args.action {
+    if let Some(SimAction::Manifests { revision, version, kube_version }) = &args.action {
         let revision =
             Revision::new(revision, version).map_err(|why| anyhow::anyhow!("--revision/--version: {why}"))?;
-        print!("{}", manifests_yaml(&revision).map_err(anyhow::Error::msg)?);
+        let yaml = match kube_version {
+            Some(kube) => manifests_yaml_for(&revision, &Render::for_kube(kube_version_arg(kube)?)),
+            None => manifests_yaml(&revision),
+        };
+        print!("{}", yaml.map_err(anyhow::Error::msg)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    let mut install = Vec::new();
+    for path in &args.install {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("--install {}: cannot read", path.display()))?;
+        let objects = canaryflow_sim::objects_from_yaml(&text)
+            .map_err(|why| anyhow::anyhow!("--install {}: {why}", path.display()))?;
+        install.push(objects);
     }
     let faults = match &args.faults {
         Some(text) => serde_json::from_str(text).map_err(|err| anyhow::anyhow!("--faults {text:?}: {err}"))?,
@@ -36,6 +51,15 @@ pub async fn run(data_dir: &Path, args: &SimArgs) -> anyhow::Result<ExitCode> {
         api_latency: Duration::from_millis(
             parse_duration_ms(&args.api_latency).map_err(|err| anyhow::anyhow!("--api-latency: {err}"))?,
         ),
+        install,
+        installer: match args.installer {
+            SimInstaller::Istioctl => Installer::Istioctl,
+            SimInstaller::Helm => Installer::Helm,
+        },
+        kube_version: args.kube_version.as_deref().map(kube_version_arg).transpose()?,
+        cni: args.cni,
+        ztunnel: args.ztunnel,
+        operator: args.operator,
         ..FleetConfig::default()
     };
     let started = std::time::Instant::now();
@@ -72,6 +96,10 @@ pub async fn run(data_dir: &Path, args: &SimArgs) -> anyhow::Result<ExitCode> {
     println!("Running until interrupted (Ctrl-C).");
     wait_for_signal().await;
     Ok(ExitCode::SUCCESS)
+}
+
+fn kube_version_arg(text: &str) -> anyhow::Result<KubeVersion> {
+    KubeVersion::parse(text).map_err(|why| anyhow::anyhow!("--kube-version: {why}"))
 }
 
 async fn wait_for_signal() {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use canaryflow_engine::{Engine, RunOutcome, Scope, Signal};
 use canaryflow_store::{OpenMode, Status, WorkflowId};
-use canaryflow_workflows::{ClusterDiscovery, Prepared, compensation_of, prepare};
+use canaryflow_workflows::{ClusterDiscovery, ClusterSummary, Prepared, compensation_of, prepare};
 use serde::Serialize;
 
 use crate::cli::{Format, PlanArgs, Progress, RollbackArgs, StartArgs};
@@ -32,6 +32,7 @@ struct PlanView<'a> {
     to: &'a str,
     to_version: &'a str,
     clusters: &'a [ClusterDiscovery],
+    summaries: Vec<ClusterSummary>,
     steps: Vec<PlannedStep>,
 }
 
@@ -61,6 +62,7 @@ pub async fn plan(format: Format, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         to: &spec.to.0,
         to_version: &spec.to_version,
         clusters: &prepared.clusters,
+        summaries: prepared.summaries(),
         steps,
     };
     if format == Format::Json {
@@ -68,7 +70,7 @@ pub async fn plan(format: Format, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("Upgrade {}: revision {} -> {} (Istio {})", view.name, view.from, view.to, view.to_version);
-    for cluster in &prepared.clusters {
+    for (cluster, summary) in prepared.clusters.iter().zip(&view.summaries) {
         println!();
         println!(
             "Cluster {} (context {}, Kubernetes {}, Istio {} now):",
@@ -77,11 +79,26 @@ pub async fn plan(format: Format, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         for namespace in &cluster.namespaces {
             let workloads: Vec<String> =
                 namespace.workloads.iter().map(|w| format!("{}/{}", w.kind.to_lowercase(), w.name)).collect();
-            println!("  namespace {:<20} {} workloads: {}", namespace.name, workloads.len(), workloads.join(", "));
+            println!(
+                "  moves          namespace {} ({} workloads: {})",
+                namespace.name,
+                workloads.len(),
+                workloads.join(", ")
+            );
         }
-        for gateway in &cluster.gateways {
-            println!("  gateway   {}/{} (on {})", gateway.namespace, gateway.name, gateway.revision);
-        }
+        print_section(
+            "revision",
+            &[format!("{} objects of {}: {}", summary.revision.len(), view.to, summary.revision.join(", "))],
+        );
+        print_section("in place", &summary.in_place);
+        print_section("shared", &summary.shared);
+        print_section("needs operator", &summary.needs_operator);
+        let kinds: Vec<String> = summary
+            .kinds
+            .iter()
+            .map(|k| format!("{} {}", k.api_version, k.kind.rsplit('/').next().unwrap_or(&k.kind)))
+            .collect();
+        print_section("kinds", &[kinds.join(", ")]);
     }
     println!();
     let mut table = Table::new(&["STEP", "DOES", "UNDO"]);
@@ -90,6 +107,14 @@ pub async fn plan(format: Format, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     }
     table.print();
     Ok(ExitCode::SUCCESS)
+}
+
+/// One section of a cluster's plan: a label, then a line per entry.
+fn print_section(label: &str, lines: &[String]) {
+    for (index, line) in lines.iter().enumerate() {
+        let label = if index == 0 { label } else { "" };
+        println!("  {label:<14} {line}");
+    }
 }
 
 pub async fn start(data_dir: &Path, format: Format, args: &StartArgs) -> anyhow::Result<ExitCode> {

@@ -150,3 +150,17 @@ pub fn version_of(objects: &[Value]) -> Option<String> {
         .and_then(|image| super::istiod::split_image(image).1)
         .map(|tag| tag.split('-').next().unwrap_or(tag).to_string())
 }
+
+/// The objects of a file of rendered manifests (multi-document YAML), each
+/// checked to be a Kubernetes object.
+pub fn objects_from_yaml(text: &str) -> Result<Vec<Value>, String> {
+    let documents: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|err| format!("not YAML: {err}"))?;
+    let objects: Vec<Value> = documents.into_iter().filter(|d| !d.is_null()).collect();
+    for (index, object) in objects.iter().enumerate() {
+        let has = |field: &str| object.get(field).and_then(Value::as_str).is_some_and(|t| !t.is_empty());
+        if !has("apiVersion") || !has("kind") || object::name(object).is_empty() {
+            return Err(format!("document {index} is not a Kubernetes object (no apiVersion, kind or metadata.name)"));
+        }
+    }
+    Ok(objects)
+}
