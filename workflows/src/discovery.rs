@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 
+use crate::activities::WORKFLOW_ANNOTATION;
 use crate::inputs::{
     ClusterDiscovery, GatewayPlan, InjectionLabels, NamespacePlan, NodeAgentPlan, TagPlan, UnmanagedPod, WorkloadRef,
 };
@@ -120,6 +121,13 @@ async fn discover_one(
     }
     prechecks::check_no_operator(client).await?;
     let from_version = prechecks::check_revisions(client, &spec.from, &spec.to).await?;
+    let deployments: Api<Deployment> = Api::namespaced(kube.clone(), ISTIO_NAMESPACE);
+    let installed_by = deployments
+        .get_opt(&spec.from.istiod())
+        .await
+        .map_err(|err| kube_error(&format!("read Deployment {}", spec.from.istiod()), err))?
+        .and_then(|d| d.metadata.annotations)
+        .and_then(|annotations| annotations.get(WORKFLOW_ANNOTATION).cloned());
     prechecks::check_skew(&from_version, &spec.to_version)?;
     prechecks::check_permissions(client, &written).await?;
     let namespaces = namespaces(client, spec).await?;
@@ -153,6 +161,8 @@ async fn discover_one(
         default_validator,
         node_agents: node_agents(client).await?,
         kinds: prechecks::kinds_used(client, &written).await?,
+        installed_by,
+        installed: Vec::new(),
     })
 }
 

@@ -227,6 +227,13 @@ pub struct ClusterDiscovery {
     /// Which API version of each kind the upgrade uses here, as the cluster serves them.
     #[serde(default)]
     pub kinds: Vec<ServedKind>,
+    /// The canaryflow workflow that installed the old revision here, if one did
+    /// (its istiod's `canaryflow.io/workflow` annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_by: Option<String>,
+    /// What that workflow's install recorded it created: the uninstall acts on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub installed: Vec<ObjectRef>,
 }
 
 /// Who and what every step of one cluster is about.
@@ -466,6 +473,9 @@ pub struct HealthInput {
 pub struct SnapshotInput {
     /// The cluster and revisions.
     pub target: Target,
+    /// What the workflow that installed the old revision recorded it created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub installed: Vec<ObjectRef>,
 }
 
 /// The old revision's objects, cleaned, in uninstall order.

@@ -27,6 +27,7 @@ mod manifests;
 pub mod ownership;
 pub mod plan;
 mod prechecks;
+mod records;
 mod spec;
 mod summary;
 
@@ -41,6 +42,7 @@ pub use crate::inputs::*;
 pub use crate::istio::{Injection, PodView, image_version, injected_by, uninstall_selector};
 pub use crate::manifests::Manifests;
 pub use crate::prechecks::SKEW_MINORS_MAX;
+pub use crate::records::installed_objects;
 pub use crate::spec::*;
 pub use crate::summary::{ClusterSummary, summarize};
 
@@ -88,6 +90,16 @@ pub async fn prepare(spec_path: &Path) -> Result<Prepared, PrepareError> {
 }
 
 impl Prepared {
+    /// Attaches what earlier canaryflow upgrades recorded of the revision
+    /// this one removes: `history` gives a workflow's events by its id,
+    /// when this data directory holds it.
+    pub fn attach_install_records(&mut self, history: impl Fn(&str) -> Option<Vec<canaryflow_engine::RecordedEvent>>) {
+        for cluster in &mut self.clusters {
+            let Some(events) = cluster.installed_by.as_deref().and_then(&history) else { continue };
+            cluster.installed = installed_objects(&events, &cluster.cluster, &self.spec.from);
+        }
+    }
+
     /// Each cluster's part of the upgrade, sorted by who owns each piece.
     #[must_use]
     pub fn summaries(&self) -> Vec<ClusterSummary> {

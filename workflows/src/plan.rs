@@ -532,7 +532,7 @@ fn uninstall_steps(
             format!("check nothing on {c} still uses {from}, then record its objects (no Secrets)"),
             Some(c),
             activity::SNAPSHOT,
-            payload(&SnapshotInput { target: target.clone() })?,
+            payload(&SnapshotInput { target: target.clone(), installed: discovery.installed.clone() })?,
         )?
         .after(&[id("handover")])?
         .timeout_ms(120_000)

@@ -137,14 +137,20 @@ pub async fn start_upgrade(
 ) -> anyhow::Result<(RunOutcome, Session)> {
     // Everything that can be wrong with the spec or the clusters is found
     // before the data directory is touched.
-    let prepared = prepared(spec).await?;
-    let workflow = prepared.workflow().map_err(|err| anyhow::anyhow!("{err}"))?;
-    let steps = workflow.plan.steps.len();
+    let mut prepared = prepared(spec).await?;
+    prepared.workflow().map_err(|err| anyhow::anyhow!("{err}"))?;
     let session = match crash_after_seq {
         None => Session::open(data_dir, OpenMode::CreateIfMissing).await?,
         Some(seq) => Session::open_crashing_after(data_dir, OpenMode::CreateIfMissing, Some(seq)).await?,
     };
     let engine = &session.engine;
+    // An old revision an earlier upgrade here installed is removed as its record says.
+    prepared.attach_install_records(|id| {
+        let id = parse_id(id).ok()?;
+        canaryflow_engine::load_history(engine.store(), id, None).ok()
+    });
+    let workflow = prepared.workflow().map_err(|err| anyhow::anyhow!("{err}"))?;
+    let steps = workflow.plan.steps.len();
     let id = engine.start(workflow).await?;
     if format == Format::Table && progress != Progress::Json {
         println!("Workflow {id} started: {} ({steps} steps)", prepared.spec.name);

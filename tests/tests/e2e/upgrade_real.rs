@@ -522,3 +522,68 @@ async fn real_generated_output_killed_at_every_event_boundary_resumes_to_the_sam
     }
     assert!(crashed + 2 >= events, "only {crashed} of {events} runs were killed at their failpoint");
 }
+
+/// A revision canaryflow installed is later removed as its install
+/// recorded: the second upgrade's snapshot step carries the first one's
+/// record of what it created, and nothing of that revision is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_canaryflow_installed_is_removed_as_its_record_says() {
+    let first = setup(real_fleet(), &real_spec()).await;
+    let data = first.dir.path().join("data");
+    let spec = first.spec.to_str().expect("path").to_string();
+    let (output, _, stderr) = cli(&data, &["start", "-f", &spec, "--progress", "quiet"], &[]).await;
+    assert!(output.status.success(), "{stderr}");
+
+    // Then 1-28-0 to 1-29-0, in the same data directory.
+    let second_spec = first.dir.path().join("second.yaml");
+    std::fs::write(first.dir.path().join("second-manifests.yaml"), revision_manifests("1-29-0", "1.29.0"))
+        .expect("write");
+    let text = std::fs::read_to_string(&first.spec)
+        .expect("spec")
+        .replace("from: {revision: default}", "from: {revision: 1-28-0}")
+        .replace(
+            "to: {revision: 1-28-0, version: 1.28.0, manifests: manifests.yaml}",
+            "to: {revision: 1-29-0, version: 1.29.0, manifests: second-manifests.yaml}",
+        )
+        .replace("{selector: istio-injection=enabled}", "{selector: istio.io/rev=1-28-0}")
+        .replace("name: test-upgrade", "name: second-upgrade");
+    std::fs::write(&second_spec, text).expect("write");
+    let (output, stdout, stderr) =
+        cli(&data, &["start", "-f", second_spec.to_str().expect("path"), "--progress", "quiet"], &[]).await;
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let (_, listed, _) = cli(&data, &["list", "-o", "json"], &[]).await;
+    let listed: Value = serde_json::from_str(&listed).expect("json");
+    let second = listed.as_array().expect("list").iter().find(|w| w["name"] == "second-upgrade").expect("second");
+    let id = second["id"].as_str().expect("id");
+    let (_, history, _) = cli(&data, &["history", id, "-o", "json"], &[]).await;
+    assert!(
+        history.contains("\"installed\": [") && history.contains("istiod-1-28-0"),
+        "the snapshot carries the record: {}",
+        &history[..history.len().min(3000)]
+    );
+    let after = picture(&first.client).await;
+    let left: Vec<&String> = after.objects.keys().filter(|k| k.contains("1-28-0")).collect();
+    assert!(left.is_empty(), "nothing of 1-28-0 is left: {left:?}");
+    assert_eq!(revisions(&after.cluster), BTreeSet::from([some("1-29-0")]));
+}
+
+/// The permission check covers every verb on every resource the upgrade
+/// uses, deletes included (a rollback deletes what the install made, the
+/// uninstall what the old revision had): each one denied is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_verb_the_upgrade_uses_is_checked_deletes_included() {
+    let denied = [
+        "delete clusterroles.rbac.authorization.k8s.io",
+        "delete mutatingwebhookconfigurations.admissionregistration.k8s.io",
+        "delete envoyfilters.networking.istio.io",
+        "patch customresourcedefinitions.apiextensions.k8s.io",
+        "watch deployments.apps",
+    ];
+    let faults =
+        canaryflow_sim::FaultConfig { rbac_deny: denied.iter().map(|d| d.to_string()).collect(), ..Default::default() };
+    let setup = setup(FleetConfig { faults, ..real_fleet() }, &real_spec()).await;
+    let refused = canaryflow_workflows::prepare(&setup.spec).await.expect_err("refused").to_string();
+    for permission in denied {
+        assert!(refused.contains(permission), "{permission} is named: {refused}");
+    }
+}

@@ -9,6 +9,8 @@ mod tags;
 mod uninstall;
 mod validation;
 
+pub use self::install::WORKFLOW_ANNOTATION;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

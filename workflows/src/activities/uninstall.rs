@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 
 use super::control_plane::wait_istiod;
 use super::{Env, decode, output};
-use crate::inputs::{InjectionLabels, SnapshotInput, SnapshotOutput, Target, UninstallInput, UninstallOutput};
+use crate::inputs::{
+    InjectionLabels, ObjectRef, SnapshotInput, SnapshotOutput, Target, UninstallInput, UninstallOutput,
+};
 use crate::istio::{ISTIO_NAMESPACE, UNINSTALL_COMPONENTS, UNINSTALL_KINDS, injected_by};
 use crate::kube_ops::{ClusterClient, clean, describe, kube_error, list_pods, to_json};
 use crate::ownership;
@@ -38,7 +40,23 @@ pub(super) async fn snapshot(
 ) -> Result<ActivityOutput, ActivityError> {
     let client = env.clusters.get(&input.target.cluster).await?;
     let from = &input.target.from;
-    let (objects, secrets_left) = revision_objects(&client, &from.0).await?;
+    let (mut objects, secrets_left) = revision_objects(&client, &from.0).await?;
+    for recorded in &input.installed {
+        let present = objects.iter().any(|o| ObjectRef::of(o) == *recorded);
+        let Some(live) = (if present { None } else { client.get_like(&recorded.probe()).await? }) else { continue };
+        if ownership::shared_piece(&live).is_some() || ownership::is_gateway(&live) {
+            continue;
+        }
+        let mut value = clean(live);
+        value["apiVersion"] = json!(recorded.api_version);
+        value["kind"] = json!(recorded.kind);
+        objects.push(value);
+    }
+    // Webhooks first, as for the rest; never a namespace (it may hold anything).
+    objects.retain(|o| o["kind"] != "Namespace");
+    objects.sort_by_key(|o| {
+        UNINSTALL_KINDS.iter().position(|(_, kind)| o["kind"] == *kind).unwrap_or(UNINSTALL_KINDS.len())
+    });
     let blockers = in_use(&client, &input.target, &objects).await?;
     if !blockers.is_empty() {
         return Err(ActivityError::needs_operator(format!(
