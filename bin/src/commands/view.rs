@@ -42,6 +42,8 @@ pub struct WorkflowView {
     pub waiting: Vec<Waiting>,
     pub waves: Vec<WaveView>,
     pub steps: Vec<StepView>,
+    /// What steps reported an operator must do (pods no restart moves).
+    pub needs_operator: Vec<String>,
 }
 
 impl WorkflowView {
@@ -63,6 +65,7 @@ impl WorkflowView {
             waiting: waiting(state),
             waves: fleet_view::waves(state),
             steps: state.steps.iter().map(step_view).collect(),
+            needs_operator: needs_operator(state),
         }
     }
 
@@ -76,6 +79,9 @@ impl WorkflowView {
         for waiting in &self.waiting {
             let until = waiting.until.as_ref().map(|until| format!(" until {until}")).unwrap_or_default();
             println!("Waiting:   {} ({}){until}", waiting.what, waiting.step);
+        }
+        for item in &self.needs_operator {
+            println!("Operator:  {item}");
         }
         if !self.waves.is_empty() {
             println!();
@@ -175,6 +181,22 @@ fn step_view(step: &StepState) -> StepView {
         took,
         detail: step.last_error.as_ref().map(|error| error.message.clone()),
     }
+}
+
+/// What succeeded steps' outputs list under `needs_operator` (a step that
+/// could not move something, and says so rather than wait on it forever).
+fn needs_operator(state: &WorkflowState) -> Vec<String> {
+    let mut out = Vec::new();
+    for step in &state.steps {
+        let Some(output) = &step.output else { continue };
+        let value = output.to_value();
+        for item in value.get("needs_operator").and_then(serde_json::Value::as_array).into_iter().flatten() {
+            if let Some(text) = item.as_str() {
+                out.push(format!("{} needs replacing by an operator (found by {})", text, step.spec.id));
+            }
+        }
+    }
+    out
 }
 
 fn waiting(state: &WorkflowState) -> Vec<Waiting> {

@@ -392,6 +392,12 @@ async fn a_revision_still_in_use_pauses_the_uninstall_with_the_blocker_named() {
         _ => None,
     });
     let blocked = blocked.expect("the snapshot refused");
+    let verified = history.iter().find_map(|r| match &r.event {
+        Event::StepSucceeded(done) if done.step.as_str() == "prod-eu/verify" => Some(done.output.to_value()),
+        _ => None,
+    });
+    let verified = verified.expect("verify succeeded: the pod is reported, not waited on");
+    assert_eq!(verified["needs_operator"], json!(["shop/debug-shell (none)"]), "{verified}");
     assert!(blocked.contains("shop/debug-shell") && blocked.contains("still in use"), "{blocked}");
     assert!(
         picture(&setup.client).await.objects.contains_key("Deployment istiod"),
