@@ -740,3 +740,53 @@ async fn every_workload_kind_rolls_out_and_the_gateway_follows_its_revision() {
     })
     .await;
 }
+
+/// What a real cluster refuses, the simulator refuses: a pod whose
+/// ServiceAccount does not exist is not created, and its Deployment says
+/// so (`ReplicaFailure`, `FailedCreate`); once the account exists, the
+/// pods come. Every namespace gets its `default` account on creation.
+#[tokio::test]
+async fn a_pod_whose_service_account_is_missing_is_refused_and_its_deployment_says_so() {
+    let (_fleet, client) = fleet(quick()).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "accounts"}})).expect("ns");
+    namespaces.create(&PostParams::default(), &ns).await.expect("namespace");
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "accounts");
+    assert!(accounts.get_opt("default").await.expect("read").is_some(), "the serviceaccount controller made `default`");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "accounts");
+    let app: Deployment = serde_json::from_value(json!({"metadata": {"name": "app"},
+        "spec": {"selector": {"matchLabels": {"app": "app"}},
+            "template": {"metadata": {"labels": {"app": "app"}},
+                "spec": {"serviceAccountName": "runner", "containers": [{"name": "app", "image": "app:1"}]}}}}))
+    .expect("deployment");
+    deployments.create(&PostParams::default(), &app).await.expect("created");
+    assert_eq!(
+        deployments.get("app").await.expect("read").spec.and_then(|s| s.replicas),
+        Some(1),
+        "the API server defaults replicas to 1"
+    );
+    eventually(Duration::from_secs(5), "FailedCreate", || async {
+        let conditions = deployments.get("app").await.ok().and_then(|d| d.status).and_then(|s| s.conditions);
+        conditions.into_iter().flatten().any(|c| {
+            c.type_ == "ReplicaFailure"
+                && c.reason.as_deref() == Some("FailedCreate")
+                && c.message.as_deref().is_some_and(|m| m.contains("serviceaccount \"runner\" not found"))
+        })
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "accounts");
+    assert!(pod_names(&pods, "app=app").await.is_empty(), "no pod without its account");
+    let runner: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "runner"}})).expect("account");
+    accounts.create(&PostParams::default(), &runner).await.expect("account");
+    eventually(Duration::from_secs(5), "the pod once the account exists", || async {
+        pod_names(&pods, "app=app").await.len() == 1
+    })
+    .await;
+    let bare: Pod = serde_json::from_value(json!({"metadata": {"name": "bare"},
+        "spec": {"serviceAccountName": "missing", "containers": [{"name": "c", "image": "c:1"}]}}))
+    .expect("pod");
+    let (code, reason, message) = api_error(pods.create(&PostParams::default(), &bare).await.expect_err("refused"));
+    assert_eq!((code, reason.as_str()), (403, "Forbidden"));
+    assert!(message.contains("error looking up service account accounts/missing"), "{message}");
+}

@@ -593,3 +593,43 @@ async fn every_verb_the_upgrade_uses_is_checked_deletes_included() {
         assert!(refused.contains(permission), "{permission} is named: {refused}");
     }
 }
+
+/// A Helm gateway (injected with the `gateway` template, `image: auto`) in
+/// a moved namespace moves with it like any workload: restarted, injected
+/// by the new revision; it is not one the gateways step upgrades in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helm_gateway_moves_with_its_namespace() {
+    let setup = setup(real_fleet(), &real_spec()).await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(setup.client.clone(), "shop");
+    let gateway: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "istio-ingress", "labels": {"app": "istio-ingress", "istio": "ingress"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "istio-ingress", "istio": "ingress"}},
+            "template": {"metadata": {"labels": {"app": "istio-ingress", "istio": "ingress", "sidecar.istio.io/inject": "true"},
+                                      "annotations": {"inject.istio.io/templates": "gateway"}},
+                "spec": {"containers": [{"name": "istio-proxy", "image": "auto"}]}}}
+    }))
+    .expect("gateway");
+    deployments.create(&PostParams::default(), &gateway).await.expect("helm gateway");
+    let pods: Api<Pod> = Api::namespaced(setup.client.clone(), "shop");
+    let gateway_revision = || async {
+        let listed = pods.list(&ListParams::default().labels("istio=ingress")).await.expect("pods").items;
+        listed
+            .into_iter()
+            .filter_map(|pod| canaryflow_workflows::PodView::from_json(&serde_json::to_value(pod).expect("json")))
+            .filter_map(|pod| canaryflow_workflows::injected_by(&pod))
+            .map(|injection| (injection.revision, injection.proxy_version))
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gateway_revision().await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the Helm gateway never got its injected proxy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gateway_revision().await, [(some("default"), some(FROM))]);
+    let prepared = canaryflow_workflows::prepare(&setup.spec).await.expect("prepared");
+    assert!(prepared.clusters[0].gateways.iter().all(|g| g.name != "istio-ingress"), "not an in-place gateway");
+    let engine = engine(setup.dir.path());
+    let id = engine.start(prepared.workflow().expect("workflow")).await.expect("start");
+    assert_eq!(engine.run(id).await.expect("run").status, Status::Succeeded);
+    assert_eq!(gateway_revision().await, [(some("1-28-0"), some(TO))], "moved with its namespace");
+}
